@@ -1,0 +1,124 @@
+"""OpenTSLM configuration: a time-series encoder and projector in front of any decoder-only LLM."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_opentslm.OpenTSLMConfig",
+    "AutoModel": "modeling_opentslm.OpenTSLMModel",
+    "AutoModelForCausalLM": "modeling_opentslm.OpenTSLMForCausalLM",
+}
+
+
+@strict(accept_kwargs=True)
+class OpenTSLMEncoderConfig(PreTrainedConfig):
+    r"""
+    Settings of the time-series encoder: Conv1D patch embedding → learned positional embedding → LayerNorm/dropout →
+    post-norm transformer encoder (the OpenTSLM-SP encoder, with a padding mask added).
+
+    Args:
+        patch_size (`int`, defaults to 4): samples per patch; the Conv1D kernel and stride.
+        hidden_size (`int`, defaults to 128): width of the patch embeddings (d_enc).
+        num_hidden_layers (`int`, defaults to 6): transformer encoder layers.
+        num_attention_heads (`int`, defaults to 8): attention heads per layer.
+        intermediate_size (`int`, defaults to 1024): feed-forward width.
+        hidden_act (`str`, defaults to `"gelu"`): feed-forward activation (`"gelu"` or `"relu"`).
+        dropout (`float`, defaults to 0.0): dropout after the embedding and inside the encoder layers.
+        max_patches (`int`, defaults to 1024): length of the positional table; series longer than
+            `max_patches * patch_size` samples are rejected.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of linear and conv weights.
+    """
+
+    model_type = "opentslm_encoder"
+    base_config_key = "encoder_config"
+
+    patch_size: int = 4
+    hidden_size: int = 128
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 8
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    dropout: float = 0.0
+    max_patches: int = 1024
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def validate_architecture(self):
+        if self.patch_size < 1:
+            raise ValueError(f"encoder_config.patch_size must be >= 1, got {self.patch_size}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"encoder_config.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.hidden_act not in ("gelu", "relu"):
+            raise ValueError(f"encoder_config.hidden_act must be 'gelu' or 'relu', got {self.hidden_act!r}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"encoder_config.dropout must be in [0, 1), got {self.dropout}.")
+
+    @property
+    def max_series_length(self) -> int:
+        return self.max_patches * self.patch_size
+
+
+@strict(accept_kwargs=True)
+class OpenTSLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of an OpenTSLM model.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`): the language model's config (any decoder-only model of
+            transformers; built with `AutoConfig.for_model` from a dict with `model_type`).
+        encoder_config (`dict` or `OpenTSLMEncoderConfig`): the time-series encoder's settings.
+        ts_token_id (`int`): id of the placeholder token that marks one series patch in the text; the processor
+            writes one per patch and the model replaces their embeddings with the projected patch embeddings.
+        projector_dropout (`float`, defaults to 0.0): dropout at the end of the projector.
+        tie_word_embeddings (`bool`): taken from the text config when it ties input and output embeddings.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> config = OpenTSLMConfig(text_config=LlamaConfig(hidden_size=64, num_hidden_layers=2).to_dict())
+    ```
+    """
+
+    model_type = "opentslm"
+    attribute_map = {"ts_token_index": "ts_token_id"}
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "encoder_config": SubConfigSpec(config_class=OpenTSLMEncoderConfig),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    encoder_config: dict | PreTrainedConfig | None = None
+    ts_token_id: int | None = None
+    projector_dropout: float = 0.0
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        # super() first: it builds the sub-configs; setting anything on them before would be overwritten.
+        super().__post_init__(**kwargs)
+        # save_pretrained records only the class being saved in auto_map; list all of them so that every Auto class
+        # finds its OpenTSLM class in a folder loaded with trust_remote_code=True.
+        if getattr(self, "auto_map", None) is None:
+            self.auto_map = dict(AUTO_MAP)
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        if not 0.0 <= self.projector_dropout < 1.0:
+            raise ValueError(f"projector_dropout must be in [0, 1), got {self.projector_dropout}.")
+        if getattr(self.text_config, "is_encoder_decoder", False):
+            raise ValueError(
+                f"text_config must be a decoder-only language model, got the encoder-decoder "
+                f"{self.text_config.model_type!r}."
+            )
+
+
+OpenTSLMConfig.register_for_auto_class()
+
+__all__ = ["OpenTSLMConfig", "OpenTSLMEncoderConfig"]

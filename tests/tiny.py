@@ -1,0 +1,72 @@
+"""Tiny, fully offline building blocks for fast tests: a BPE tokenizer trained in-process and random LLM configs."""
+
+from __future__ import annotations
+
+import functools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+CORPUS = [
+    "You are an expert in time series analysis.",
+    "This is the time series, it has mean 0.1234 and std 5.6789:",
+    "Please generate a detailed caption for this time-series, describing it as accurately as possible.",
+    "The series rises steadily, then falls sharply after a peak near the middle. Answer: (a) increasing trend",
+    "The following is the accelerometer data on the x-axis, y-axis and z-axis. Answer: walking running sitting",
+    "0123456789 -+.,:;()[]{}!?'\" abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@functools.cache
+def _tokenizer_json() -> str:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(CORPUS * 20, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    """A 400-token byte-level BPE tokenizer with ChatML-like special tokens (no download)."""
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+    )
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_text_config(family: str, vocab_size: int) -> dict:
+    """A 2-layer, hidden-32 config of a real LLM family, as a dict for `OpenTSLMConfig(text_config=...)`."""
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    if family == "llama":
+        return dict(model_type="llama", tie_word_embeddings=False, **common)
+    if family == "qwen2":
+        return dict(model_type="qwen2", tie_word_embeddings=True, **common)
+    if family == "gemma3":
+        return dict(model_type="gemma3_text", head_dim=8, sliding_window=16, tie_word_embeddings=True, **common)
+    raise ValueError(f"unknown family {family!r}")
+
+
+TINY_ENCODER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, max_patches=64)
