@@ -1,0 +1,1 @@
+"""Data sets of the OpenTSLM curriculum, all in one record schema (`hub_datasets.schema`)."""
