@@ -76,6 +76,10 @@ class OpenTSLMConfig(PreTrainedConfig):
             writes one per patch and the model replaces their embeddings with the projected patch embeddings.
         projector_dropout (`float`, defaults to 0.0): dropout at the end of the projector.
         tie_word_embeddings (`bool`): taken from the text config when it ties input and output embeddings.
+        lora (`dict`, *optional*): PEFT LoRA settings (`r`, `lora_alpha`, `lora_dropout`, `target_modules`) of
+            adapters on the language model. Kept in the config so that a checkpoint with adapters is a complete
+            folder: `from_pretrained` re-creates the adapters and loads their weights with the rest, and the next
+            curriculum stage continues the same adapters (the original loses them between runs).
 
     Example:
 
@@ -97,6 +101,7 @@ class OpenTSLMConfig(PreTrainedConfig):
     ts_token_id: int | None = None
     projector_dropout: float = 0.0
     tie_word_embeddings: bool = False
+    lora: dict | None = None
 
     def __post_init__(self, **kwargs):
         # super() first: it builds the sub-configs; setting anything on them before would be overwritten.
@@ -112,6 +117,10 @@ class OpenTSLMConfig(PreTrainedConfig):
         super().validate_architecture()
         if not 0.0 <= self.projector_dropout < 1.0:
             raise ValueError(f"projector_dropout must be in [0, 1), got {self.projector_dropout}.")
+        if self.lora is not None:
+            missing = {"r", "lora_alpha", "lora_dropout", "target_modules"} - set(self.lora)
+            if missing:
+                raise ValueError(f"lora settings lack {sorted(missing)}; got {self.lora}.")
         if getattr(self.text_config, "is_encoder_decoder", False):
             raise ValueError(
                 f"text_config must be a decoder-only language model, got the encoder-decoder "

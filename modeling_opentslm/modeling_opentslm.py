@@ -42,6 +42,18 @@ class OpenTSLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     time_series_hidden_states: torch.FloatTensor | None = None
 
 
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def inject_lora(language_model: nn.Module, settings: dict) -> None:
+    """Add PEFT LoRA layers to the language model in place (the encoder and projector never get adapters)."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as error:
+        raise ImportError("This OpenTSLM checkpoint has LoRA adapters; install `peft` to load it.") from error
+    inject_adapter_in_model(LoraConfig(**settings), language_model)
+
+
 class OpenTSLMTimeSeriesEncoder(nn.Module):
     """Conv1D patch embedding → learned positions → LayerNorm/dropout → post-norm transformer encoder.
 
@@ -132,6 +144,8 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
         self.time_series_encoder = OpenTSLMTimeSeriesEncoder(config.encoder_config)
         self.projector = OpenTSLMProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        if config.lora is not None:
+            inject_lora(self.language_model, config.lora)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -401,24 +415,24 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         r: int = 16,
         lora_alpha: int = 32,
         lora_dropout: float = 0.0,
-        target_modules: tuple[str, ...] = (
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ),
-        adapter_name: str = "default",
+        target_modules: tuple[str, ...] | list[str] = DEFAULT_LORA_TARGETS,
     ) -> None:
-        """Add PEFT LoRA adapters to the language model only (never the encoder or projector), as the original does
-        from stage 3 on: r 16, alpha 32, dropout 0 on the attention and MLP projections."""
-        from peft import LoraConfig
-
-        pattern = r"model\.language_model\..*\.(" + "|".join(target_modules) + r")$"
-        lora_config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=pattern)
-        self.add_adapter(lora_config, adapter_name=adapter_name)
+        """Add PEFT LoRA adapters to the language model only, as the original does from stage 3 on (r 16, alpha 32,
+        dropout 0 on the attention and MLP projections). The settings go into `config.lora`, so `save_pretrained`
+        writes one complete folder and `from_pretrained` restores the adapters with their weights."""
+        if self.config.lora is not None:
+            raise ValueError(
+                f"This model already has LoRA adapters ({self.config.lora}); they are trained as they are."
+            )
+        settings = {
+            "r": r,
+            "lora_alpha": lora_alpha,
+            "lora_dropout": lora_dropout,
+            "target_modules": list(target_modules),
+        }
+        inject_lora(self.model.language_model, settings)
+        self.config.lora = settings
+        self.model.language_model.to(self.lm_head.weight.device)
 
 
 OpenTSLMModel.register_for_auto_class("AutoModel")

@@ -360,6 +360,10 @@ def test_from_llm_freezes_the_llm_and_lora_targets_it_only(tmp_path, processor):
 
     model.add_lora(r=4, lora_alpha=8)
     model.set_trainable(encoder=True, projector=True, llm=False)
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters matter for the round trip below
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
     lora = [name for name, p in model.named_parameters() if "lora_" in name]
     assert lora and all(name.startswith("model.language_model.") for name in lora)
     assert all(p.requires_grad for name, p in model.named_parameters() if "lora_" in name)
@@ -371,6 +375,18 @@ def test_from_llm_freezes_the_llm_and_lora_targets_it_only(tmp_path, processor):
 
     batch = series_batch()
     inputs = llm_processor(text=prompts(llm_processor, batch), time_series=batch, answers=["a", "b", "c"])
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path / "with-lora")
+    assert json.loads((tmp_path / "with-lora" / "config.json").read_text())["lora"]["r"] == 4
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "with-lora").eval()
+    assert reloaded.config.lora == model.config.lora
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="already has LoRA"):
+        reloaded.add_lora()
+
     model.train()
     model(**inputs).loss.backward()
     assert model.time_series_encoder.patch_embedding.weight.grad is not None
