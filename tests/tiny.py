@@ -70,3 +70,47 @@ def tiny_text_config(family: str, vocab_size: int) -> dict:
 
 
 TINY_ENCODER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, max_patches=64)
+
+
+def save_tiny_llm(folder, family: str = "llama", seed: int = 0) -> str:
+    """Write a tiny random causal LM and the tiny tokenizer to `folder`, as a stand-in for a Hub LLM id."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = AutoConfig.for_model(**tiny_text_config(family, len(tokenizer)))
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def save_toy_records(folder, sizes=(24, 8, 8), seed: int = 0) -> str:
+    """A DatasetDict of caption records whose answer depends on the series (rising vs falling), saved to disk."""
+    import numpy as np
+    from datasets import DatasetDict
+
+    from hub_datasets.common import records_to_dataset
+    from hub_datasets.schema import DEFAULT_SERIES_TEXT, make_record
+
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, size in zip(("train", "validation", "test"), sizes):
+        records = []
+        for i in range(size):
+            rising = bool(i % 2)
+            length = int(rng.integers(12, 40))
+            values = np.linspace(0, 1, length) * (1 if rising else -1) + 0.05 * rng.normal(size=length)
+            records.append(
+                make_record(
+                    id=f"{split}-{i}",
+                    task="m4",
+                    pre_prompt="You are an expert in time series analysis.",
+                    time_series=[(DEFAULT_SERIES_TEXT, values)],
+                    post_prompt="Please generate a detailed caption for this time-series.",
+                    answer="The series rises steadily" if rising else "The series falls sharply",
+                )
+            )
+        splits[split] = records_to_dataset(records)
+    DatasetDict(splits).save_to_disk(folder)
+    return str(folder)

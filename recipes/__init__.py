@@ -1,0 +1,1 @@
+"""Training recipes for the OpenTSLM curriculum (TRL SFTTrainer + accelerate)."""

@@ -1,0 +1,396 @@
+"""One supervised fine-tuning recipe for every curriculum stage, on TRL's `SFTTrainer`.
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/stage2.py \
+        --config recipes/configs/smollm2-135m/stage2.yaml
+
+What differs between stages is data in the YAML files (data set, trainable parts, learning rates, epochs, the
+checkpoint the stage starts from); this file holds the mechanics: loading records of the shared schema, building or
+loading the model, per-group learning rates, early stopping, resumable checkpoints, the best model and the test-set
+evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from transformers import EarlyStoppingCallback, Trainer, set_seed
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+
+from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+
+logger = logging.getLogger("recipes.sft")
+
+# Stage keys, their upstream names and the task of their data (see ../shared/SPEC.md §3).
+STAGES = {
+    "stage1": {"name": "stage1_mcq", "task": "multiple-choice QA (TSQA)"},
+    "stage2": {"name": "stage2_captioning", "task": "captioning (M4)"},
+    "stage3": {"name": "stage3_cot", "task": "activity recognition with chain of thought (HAR)"},
+    "stage4": {"name": "stage4_sleep_cot", "task": "sleep staging with chain of thought (Sleep-EDF)"},
+    "stage5": {"name": "stage5_ecg_cot", "task": "ECG question answering with chain of thought (ECG-QA)"},
+}
+BEST_MODEL_DIR = "best"
+STAGE_INFO_FILE = "stage_info.json"
+
+
+@dataclass
+class OpenTSLMScriptArguments:
+    """What a stage trains on and how (the parts of a stage that `SFTConfig` and `ModelConfig` do not cover)."""
+
+    stage: str = field(default="stage1", metadata={"help": f"Curriculum stage, one of {', '.join(STAGES)}."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Records of the shared schema: `offline:<name>` for a set built on the fly (hub_datasets), a "
+            "folder written by `DatasetDict.save_to_disk`, or a Hub data set id."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub data set configuration name."})
+    dataset_train_split: str = field(default="train")
+    dataset_eval_split: str = field(default="validation")
+    dataset_test_split: str = field(default="test")
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
+    max_eval_samples: int | None = field(default=None)
+    max_test_samples: int | None = field(default=None)
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from this OpenTSLM folder (the previous stage's best model, e.g. "
+            "outputs/smollm2-135m/stage1/best). Without it, a fresh model is built on `model_name_or_path`."
+        },
+    )
+    encoder_config: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Encoder settings for a fresh model (a dict in YAML, JSON on the CLI)."}
+    )
+    train_encoder: bool = field(default=True)
+    train_projector: bool = field(default=True)
+    train_llm: bool = field(default=False, metadata={"help": "Full fine-tuning of the LLM (the paper freezes it)."})
+    learning_rate_encoder: float = field(default=2e-4)
+    learning_rate_projector: float = field(default=1e-4)
+    learning_rate_lora: float = field(default=2e-4)
+    early_stopping_patience: int | None = field(
+        default=5, metadata={"help": "Evaluations without improvement of eval_loss before stopping; null: never."}
+    )
+    early_stopping_threshold: float = field(default=1e-4, metadata={"help": "Smallest eval_loss improvement."})
+    run_test: bool = field(default=True, metadata={"help": "Evaluate the best model on the test split at the end."})
+    eval_max_new_tokens: int = field(default=256)
+    eval_do_sample: bool = field(default=False, metadata={"help": "Greedy decoding unless set (never inherited)."})
+    eval_num_beams: int = field(default=1)
+    eval_top_p: float | None = field(default=None)
+    eval_temperature: float | None = field(default=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+def load_records(dataset_name: str, dataset_config: str | None = None) -> DatasetDict:
+    """Load a `DatasetDict` of records in the shared schema from an offline set, a saved folder or the Hub."""
+    if dataset_name.startswith("offline:"):
+        from hub_datasets.offline import load_offline
+
+        return load_offline(dataset_name.removeprefix("offline:"))
+    if Path(dataset_name).exists():
+        loaded = load_from_disk(dataset_name)
+        if not isinstance(loaded, DatasetDict):
+            raise ValueError(f"{dataset_name} holds a single Dataset; save a DatasetDict with named splits instead.")
+        return loaded
+    return load_dataset(dataset_name, dataset_config)
+
+
+def select_split(records: DatasetDict, split: str, limit: int | None, dataset_name: str) -> Dataset:
+    if split not in records:
+        raise ValueError(f"Split {split!r} not found in {dataset_name}; it has {sorted(records)}.")
+    dataset = records[split]
+    missing = {"pre_prompt", "time_series", "post_prompt", "answer"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(
+            f"{dataset_name}[{split}] lacks the record fields {sorted(missing)}; build it with hub_datasets "
+            "(schema in hub_datasets/schema.py)."
+        )
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+class RecordCollator:
+    """Turn a list of records into a training batch: the processor writes prompt, series and answer labels."""
+
+    def __init__(self, processor: OpenTSLMProcessor):
+        self.processor = processor
+
+    def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self.processor.encode_records(records, with_answers=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------------------------------
+class OpenTSLMTrainer(SFTTrainer):
+    """`SFTTrainer` with the original optimiser groups and the model's own loss.
+
+    - Optimiser: AdamW with one group per trained part (encoder, projector, LoRA, rest of the LLM), each with its own
+      learning rate; the scheduler scales every group alike (warm-up, then linear decay).
+    - Loss: the model's forward computes it, so the placeholder token stays out of the softmax exactly as in
+      generation (TRL's fused LM head would score the raw logits).
+    """
+
+    def __init__(self, *args, group_learning_rates: dict[str, float], **kwargs):
+        self.group_learning_rates = group_learning_rates
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = model if model is not None else self.model
+        groups: dict[str, list[torch.nn.Parameter]] = {name: [] for name in self.group_learning_rates}
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                groups[parameter_group(name)].append(parameter)
+        param_groups = [
+            {"params": params, "lr": self.group_learning_rates[group], "weight_decay": self.args.weight_decay}
+            for group, params in groups.items()
+            if params
+        ]
+        if not param_groups:
+            raise ValueError("Nothing to train: every parameter is frozen. Check train_encoder/train_projector/LoRA.")
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
+def parameter_group(name: str) -> str:
+    if "time_series_encoder." in name:
+        return "encoder"
+    if "projector." in name:
+        return "projector"
+    if "lora_" in name:
+        return "lora"
+    return "llm"
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` whose trainer state was written. The state is written last, so a checkpoint cut
+    short by a kill has none and is skipped rather than crashing the resume."""
+    checkpoints = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            if (path / "trainer_state.json").exists():
+                checkpoints.append((int(match.group(1)), path))
+            else:
+                logger.warning("Skipping %s: it was not completely written (no trainer_state.json).", path)
+    return str(max(checkpoints)[1]) if checkpoints else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+def validate_arguments(
+    script_args: OpenTSLMScriptArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+    *,
+    check_paths: bool = True,
+) -> None:
+    """Fail early, with the fix in the message, on values that would otherwise fail late or silently."""
+    if script_args.stage not in STAGES:
+        raise ValueError(f"Unknown stage {script_args.stage!r}; choose one of {', '.join(STAGES)}.")
+    if not script_args.dataset_name:
+        raise ValueError("dataset_name is required (e.g. `offline:tsqa_synthetic`, a saved folder or a Hub id).")
+    if script_args.init_from is None and not model_args.model_name_or_path:
+        raise ValueError("Give init_from (a previous stage's model) or model_name_or_path (the LLM to start from).")
+    if check_paths and script_args.init_from is not None and not Path(script_args.init_from).is_dir():
+        raise ValueError(
+            f"init_from={script_args.init_from!r} is not a folder. Run the previous stage first "
+            "(recipes/curriculum.py chains them) or point it at a saved OpenTSLM model."
+        )
+    for name in ("learning_rate_encoder", "learning_rate_projector", "learning_rate_lora"):
+        if getattr(script_args, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
+    if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
+        raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
+    if training_args.remove_unused_columns:
+        raise ValueError("remove_unused_columns must be false: the collator needs the whole record.")
+
+
+OFFLINE_LLMS = {"offline:smollm2-135m-instruct": "opentslm_hub.offline_llm:smollm2_path"}
+
+
+def resolve_llm(name_or_path: str) -> str:
+    """`offline:<name>` → the local folder of an LLM shipped in a PyPI package; anything else is used as given."""
+    if not name_or_path.startswith("offline:"):
+        return name_or_path
+    if name_or_path not in OFFLINE_LLMS:
+        raise ValueError(f"Unknown offline LLM {name_or_path!r}; known: {', '.join(OFFLINE_LLMS)}.")
+    module_name, function_name = OFFLINE_LLMS[name_or_path].split(":")
+    module = __import__(module_name, fromlist=[function_name])
+    return str(getattr(module, function_name)())
+
+
+def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    if script_args.init_from is not None:
+        processor = OpenTSLMProcessor.from_pretrained(script_args.init_from)
+        model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype)
+    else:
+        encoder_config = script_args.encoder_config
+        if isinstance(encoder_config, str):
+            encoder_config = json.loads(encoder_config)
+        llm_kwargs = {"dtype": dtype, "revision": model_args.model_revision}
+        if model_args.attn_implementation:
+            llm_kwargs["attn_implementation"] = model_args.attn_implementation
+        llm = resolve_llm(model_args.model_name_or_path)
+        processor = OpenTSLMProcessor.from_llm(llm, revision=model_args.model_revision)
+        model = OpenTSLMForCausalLM.from_llm(llm, processor, encoder_config=encoder_config, **llm_kwargs)
+    if model_args.use_peft and model.config.lora is None:
+        targets = model_args.lora_target_modules
+        model.add_lora(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            **({"target_modules": targets} if targets else {}),
+        )
+    model.set_trainable(
+        encoder=script_args.train_encoder, projector=script_args.train_projector, llm=script_args.train_llm
+    )
+    return model, processor
+
+
+def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict[str, Any]:
+    validate_arguments(script_args, training_args, model_args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # `training_args.device` sets up the distributed state the way accelerate launched us (CPU workers included).
+    device = training_args.device
+    logger.info("%s: process %d of %d on %s", script_args.stage, training_args.process_index,
+                training_args.world_size, device)
+    set_seed(training_args.seed)
+
+    records = load_records(script_args.dataset_name, script_args.dataset_config)
+    train_dataset = select_split(
+        records, script_args.dataset_train_split, script_args.max_train_samples, script_args.dataset_name
+    )
+    eval_dataset = select_split(
+        records, script_args.dataset_eval_split, script_args.max_eval_samples, script_args.dataset_name
+    )
+    model, processor = build_model(script_args, model_args)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "%s (%s): %d train / %d eval records, %.2fM trainable parameters, LoRA %s",
+        script_args.stage,
+        STAGES[script_args.stage]["task"],
+        len(train_dataset),
+        len(eval_dataset),
+        trainable / 1e6,
+        model.config.lora,
+    )
+
+    callbacks = []
+    if script_args.early_stopping_patience is not None:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=script_args.early_stopping_patience,
+                early_stopping_threshold=script_args.early_stopping_threshold,
+            )
+        )
+    trainer = OpenTSLMTrainer(
+        model=model,
+        args=training_args,
+        data_collator=RecordCollator(processor),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        callbacks=callbacks,
+        group_learning_rates={
+            "encoder": script_args.learning_rate_encoder,
+            "projector": script_args.learning_rate_projector,
+            "lora": script_args.learning_rate_lora,
+            "llm": training_args.learning_rate,
+        },
+    )
+
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "auto", "true", "True"):
+        resume = last_complete_checkpoint(training_args.output_dir)
+        logger.info("Resuming from %s", resume or "scratch (no complete checkpoint yet)")
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.log_metrics("train", train_result.metrics)
+
+    best_dir = Path(training_args.output_dir) / BEST_MODEL_DIR
+    trainer.save_model(str(best_dir))
+    metrics: dict[str, Any] = {"stage": script_args.stage, "train": train_result.metrics}
+    metrics["best_eval_loss"] = trainer.state.best_metric
+    metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(best_dir))
+
+    if script_args.run_test:
+        test_dataset = select_split(
+            records, script_args.dataset_test_split, script_args.max_test_samples, script_args.dataset_name
+        )
+        test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
+        test_metrics["test_perplexity"] = float(torch.exp(torch.tensor(test_metrics["test_loss"])))
+        metrics["test"] = test_metrics
+        if trainer.is_world_process_zero():
+            from recipes.evaluation import evaluate_records
+
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model).eval()
+            metrics["test_generation"] = evaluate_records(
+                unwrapped,
+                processor,
+                list(test_dataset),
+                task=test_dataset[0]["task"],
+                output_dir=training_args.output_dir,
+                batch_size=training_args.per_device_eval_batch_size,
+                max_new_tokens=script_args.eval_max_new_tokens,
+                do_sample=script_args.eval_do_sample,
+                num_beams=script_args.eval_num_beams,
+                top_p=script_args.eval_top_p,
+                temperature=script_args.eval_temperature,
+                seed=training_args.seed,
+            )
+    if trainer.is_world_process_zero():
+        metrics["completed"] = True
+        info = {
+            "stage": script_args.stage,
+            "dataset_name": script_args.dataset_name,
+            "init_from": script_args.init_from,
+            "model_name_or_path": model_args.model_name_or_path,
+            "best_model": str(best_dir),
+            "lora": model.config.lora,
+        }
+        (best_dir / STAGE_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (Path(training_args.output_dir) / "stage_metrics.json").write_text(
+            json.dumps(metrics, indent=2, default=str) + "\n"
+        )
+    return metrics
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((OpenTSLMScriptArguments, SFTConfig, ModelConfig))
+
+
+def run(stage: str | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of `recipes/stageN.py`: parse `--config` YAML and CLI overrides, check the stage, train."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    if stage is not None and script_args.stage != stage:
+        raise ValueError(
+            f"This entry point trains {stage}, but the config says stage={script_args.stage!r}; "
+            f"use recipes/{script_args.stage}.py or fix the config."
+        )
+    return main(script_args, training_args, model_args)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if run() else 1)
