@@ -1,0 +1,1 @@
+"""Local `evaluate` metric module `accuracy` (loaded by path; see recipes.metrics)."""

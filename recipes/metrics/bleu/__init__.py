@@ -1,0 +1,1 @@
+"""Local `evaluate` metric module `bleu` (loaded by path; see recipes.metrics)."""

@@ -1,0 +1,1 @@
+"""Local `evaluate` metric module `rouge` (loaded by path; see recipes.metrics)."""
