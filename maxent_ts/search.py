@@ -1,0 +1,550 @@
+"""MaxEnt-TS: maximum-entropy tree search over a causal LM's continuations (SPEC §4).
+
+Target: π*(y | x) ∝ p̃(y | x) · exp(λ · r(x, y)), p̃ being the model's distribution after the proposal processors
+(temperature, nucleus...). The tree holds token prefixes; the root is the prompt, prefilled once. Each iteration
+
+1. **selects** from the root: at a node with fewer than k children (progressive widening optional) it **expands**
+   a new child sampled from p̃ without the children already there; otherwise it moves to a child with probability
+   ∝ p̃(c) · exp(λ · v̂(c));
+2. **rolls out** from the new child to EOS or ``max_new_tokens`` sampling p̃, every rollout token becoming a node;
+3. scores the output with the reward (in [0, 1]) and **backs up** soft values in float64:
+   v̂(leaf) = r, v̂(n) = (1/λ) · log(Σ_c p̃(c) e^{λ v̂(c)} / Σ_c p̃(c)) over the evaluated children.
+
+On a complete tree v̂(root) = (1/λ) log E_p̃[e^{λr}] and descending with the Boltzmann rule samples π* exactly.
+
+Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
+cached prefixes (see :mod:`maxent_ts.kv`): no prompt or prefix is ever recomputed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
+
+from .harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
+from .kv import KVSegment
+from .rewards import RewardFn
+
+_TINY_MASS = 1e-30
+
+
+class Node:
+    """A token prefix. ``depth`` counts generated tokens from the prompt (root 0); ``logp`` is log p̃(token | parent);
+    ``dist`` log p̃(· | this prefix) while the node may still be expanded; ``segment`` holds the keys/values of the
+    prefix (its first ``depth`` positions)."""
+
+    __slots__ = (
+        "token",
+        "parent",
+        "children",
+        "depth",
+        "logp",
+        "value",
+        "reward",
+        "terminal",
+        "dist",
+        "segment",
+        "visits",
+        "exhausted",
+    )
+
+    def __init__(self, token: int | None, parent: Node | None, depth: int, logp: float, terminal: bool = False):
+        self.token = token
+        self.parent = parent
+        self.children: dict[int, Node] = {}
+        self.depth = depth
+        self.logp = logp
+        self.value: float | None = None
+        self.reward: float | None = None
+        self.terminal = terminal
+        self.dist: torch.Tensor | None = None
+        self.segment: KVSegment | None = None
+        self.visits = 0
+        self.exhausted = False
+
+    def path(self) -> list[int]:
+        """Generated token ids from the prompt to this node (inclusive)."""
+        tokens, node = [], self
+        while node.parent is not None:
+            tokens.append(node.token)
+            node = node.parent
+        return tokens[::-1]
+
+    def evaluated_children(self) -> list[Node]:
+        return [child for child in self.children.values() if child.value is not None]
+
+    def __repr__(self) -> str:
+        return f"Node(token={self.token}, depth={self.depth}, value={self.value}, children={len(self.children)})"
+
+
+def soft_value(children: Sequence[Node], lam: float) -> float:
+    """(1/λ) · log(Σ p̃(c) e^{λ v(c)} / Σ p̃(c)) in float64 via logsumexp; the p̃-weighted mean when λ = 0."""
+    logp = np.array([c.logp for c in children], dtype=np.float64)
+    values = np.array([c.value for c in children], dtype=np.float64)
+    if lam == 0:
+        weights = np.exp(logp - logp.max())
+        return float(np.dot(weights, values) / weights.sum())
+    return float((np.logaddexp.reduce(logp + lam * values) - np.logaddexp.reduce(logp)) / lam)
+
+
+def boltzmann_weights(children: Sequence[Node], lam: float) -> np.ndarray:
+    """Selection probabilities ∝ p̃(c) · exp(λ v̂(c)) (float64)."""
+    scores = np.array([c.logp + lam * c.value for c in children], dtype=np.float64)
+    weights = np.exp(scores - scores.max())
+    return weights / weights.sum()
+
+
+def boltzmann_distribution(root: Node, lam: float) -> dict[tuple[int, ...], float]:
+    """The output distribution of a Boltzmann descent from ``root`` over the evaluated tree (for checks/tests)."""
+    result: dict[tuple[int, ...], float] = {}
+    stack = [(root, 1.0)]
+    while stack:
+        node, mass = stack.pop()
+        children = node.evaluated_children()
+        if node.terminal or not children:
+            key = tuple(node.path())
+            result[key] = result.get(key, 0.0) + mass
+            continue
+        for child, weight in zip(children, boltzmann_weights(children, lam)):
+            stack.append((child, mass * weight))
+    return result
+
+
+class MaxEntTree:
+    """The search for one prompt. Use through :func:`maxent_ts_generate`."""
+
+    def __init__(
+        self,
+        job: PromptJob,
+        *,
+        expansion_k: int,
+        max_depth: int,
+        lam: float,
+        widening_alpha: float | None,
+        mass_widening: bool,
+        generator: torch.Generator,
+        rng: np.random.Generator,
+        keep_all_distributions: bool,
+    ):
+        self.job = job
+        self.lm = job.lm
+        self.settings = job.settings
+        self.k = expansion_k
+        self.max_depth = max_depth
+        self.lam = lam
+        self.widening_alpha = widening_alpha
+        self.mass_widening = mass_widening
+        self.generator = generator
+        self.rng = rng
+        self.keep_all_distributions = keep_all_distributions
+        self.origin = Node(None, None, 0, 0.0)
+        self.root = self.origin
+        self.tree_size = 1
+        self.rollouts = 0
+        self.commits = 0
+        # (reward, log p̃ of the path, generated ids) of every scored output; ids, not nodes, so that pruned
+        # subtrees (and their KV segments) can be freed after a commit.
+        self.results: list[tuple[float, float, list[int]]] = []
+
+    # -- node bookkeeping ------------------------------------------------------------------------------------------
+    def _new_child(self, parent: Node, token: int) -> Node:
+        depth = parent.depth + 1
+        terminal = token in self.settings.eos_token_ids or depth >= self.settings.max_new_tokens
+        child = Node(token, parent, depth, float(parent.dist[token]), terminal)
+        parent.children[token] = child
+        self.tree_size += 1
+        if len(parent.children) >= self.k:
+            parent.dist = None  # never expanded again: free the vocabulary-sized vector
+        return child
+
+    def _store_dist(self, node: Node, dist: torch.Tensor) -> None:
+        if node.terminal:
+            return
+        if self.keep_all_distributions or node.depth - self.root.depth < self.max_depth:
+            node.dist = dist.detach().clone()
+
+    def _remaining_support(self, node: Node) -> torch.Tensor | None:
+        """log p̃ at ``node`` with existing children removed, or None when nothing with mass is left."""
+        if node.dist is None:
+            return None
+        masked = node.dist.clone()
+        if node.children:
+            masked[list(node.children)] = -math.inf
+        if float(torch.logsumexp(masked, 0)) <= math.log(_TINY_MASS):
+            return None
+        return masked
+
+    def _in_window(self, node: Node) -> bool:
+        return not node.terminal and node.depth - self.root.depth < self.max_depth
+
+    def _may_expand(self, node: Node) -> bool:
+        """Whether the node can ever get another child (ignoring progressive widening)."""
+        return (
+            self._in_window(node)
+            and len(node.children) < self.k
+            and node.dist is not None
+            and self._remaining_support(node) is not None
+        )
+
+    def _width_now(self, node: Node) -> int:
+        if self.widening_alpha is None:
+            return self.k
+        return min(self.k, 1 + int(node.visits**self.widening_alpha))
+
+    def _widen_now(self, node: Node, candidates: list[Node]) -> bool:
+        """With mass widening, a node that has children to go to gets a new one only with probability equal to the
+        p̃ mass not yet expanded, so unlikely tokens are not forced into the tree just because k allows them."""
+        if not self.mass_widening or not candidates:
+            return True
+        masked = self._remaining_support(node)
+        return masked is not None and self.rng.random() < float(torch.logsumexp(masked.double(), 0).exp())
+
+    def _expand(self, node: Node) -> Node | None:
+        masked = self._remaining_support(node)
+        if masked is None:
+            return None
+        probs = torch.softmax(masked.double(), 0)
+        token = int(torch.multinomial(probs, 1, generator=self.generator))
+        return self._new_child(node, token)
+
+    def _refresh_exhausted(self, node: Node) -> None:
+        node.exhausted = node.terminal or (
+            not self._may_expand(node) and all(c.value is not None and c.exhausted for c in node.children.values())
+        )
+
+    # -- the four steps ----------------------------------------------------------------------------------------------
+    def select(self) -> Node | None:
+        """Walk down and expand one new child; None when nothing can be expanded now (all pending or exhausted)."""
+        node = self.root
+        if node.exhausted:
+            return None
+        while True:
+            candidates = [c for c in node.evaluated_children() if not c.exhausted]
+            if (
+                self._in_window(node)
+                and len(node.children) < self._width_now(node)
+                and self._widen_now(node, candidates)
+            ):
+                child = self._expand(node)
+                if child is not None:
+                    return child
+            if not candidates:
+                pending = any(child.value is None for child in node.children.values())
+                if not pending and self._may_expand(node):  # widening held it back, but nothing else is left here
+                    return self._expand(node)
+                return None  # wait for this batch's rollouts (or nothing left below)
+            weights = boltzmann_weights(candidates, self.lam)
+            node = candidates[int(self.rng.choice(len(candidates), p=weights))]
+
+    def rollout(self, fresh: list[Node]) -> list[Node]:
+        """Complete every new node by sampling p̃ to a terminal; all sampled tokens join the tree. Batched."""
+        leaves = [node for node in fresh if node.terminal]
+        open_nodes = [node for node in fresh if not node.terminal]
+        if not open_nodes:
+            return leaves
+        prefixes = [(node.parent.path(), node.parent.segment) for node in open_nodes]
+        state = self.lm.start_batch(prefixes)
+        current = list(open_nodes)  # the node each row feeds next
+        fed: list[list[Node]] = [[] for _ in current]
+        rows = list(range(len(current)))  # original row id of each batch row
+        while current:
+            dists = self.lm.step(state, torch.tensor([node.token for node in current]))
+            samples = torch.multinomial(dists.double().exp(), 1, generator=self.generator).view(-1).tolist()
+            keep, next_current = [], []
+            for batch_row, (node, token) in enumerate(zip(current, samples)):
+                self._store_dist(node, dists[batch_row])
+                fed[rows[batch_row]].append(node)
+                child = Node(token, node, node.depth + 1, float(dists[batch_row, token]))
+                child.terminal = token in self.settings.eos_token_ids or child.depth >= self.settings.max_new_tokens
+                node.children[token] = child
+                self.tree_size += 1
+                if len(node.children) >= self.k:
+                    node.dist = None
+                if child.terminal:
+                    leaves.append(child)
+                    segment = self.lm.segment(state, batch_row)
+                    for fed_node in fed[rows[batch_row]]:
+                        fed_node.segment = segment
+                else:
+                    keep.append(batch_row)
+                    next_current.append(child)
+            if not next_current:
+                break
+            if len(keep) < len(current):
+                self.lm.select_rows(state, keep)
+                rows = [rows[i] for i in keep]
+            current = next_current
+        return leaves
+
+    def backup(self, leaf: Node, reward: float) -> None:
+        leaf.value = leaf.reward = reward
+        leaf.visits += 1
+        leaf.exhausted = True
+        path, path_logp, node = [], 0.0, leaf
+        while node.parent is not None:
+            path.append(node.token)
+            path_logp += node.logp
+            node = node.parent
+        self.results.append((reward, path_logp, path[::-1]))
+        node = leaf.parent
+        while node is not None and node.depth >= self.root.depth:
+            node.visits += 1
+            node.value = soft_value(node.evaluated_children(), self.lam)
+            self._refresh_exhausted(node)
+            node = node.parent
+
+    def commit(self, sample: bool) -> bool:
+        """Fix the root's best child (largest log p̃ + λ v̂, or a Boltzmann draw) as output and re-root there,
+        keeping its subtree. Returns False when there is nothing to commit to."""
+        children = self.root.evaluated_children()
+        if not children or self.root.terminal:
+            return False
+        if sample:
+            chosen = children[int(self.rng.choice(len(children), p=boltzmann_weights(children, self.lam)))]
+        else:
+            chosen = max(children, key=lambda c: c.logp + self.lam * c.value)
+        self.root.children = {chosen.token: chosen}
+        self.root.dist = None
+        self.root = chosen
+        self.commits += 1
+        self._refresh_subtree(chosen)
+        return True
+
+    def _refresh_subtree(self, top: Node) -> None:
+        order, stack = [], [top]
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            stack.extend(node.children.values())
+        for node in reversed(order):
+            if node.terminal:
+                node.exhausted = node.value is not None
+            else:
+                self._refresh_exhausted(node)
+
+    # -- driver --------------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        num_rollouts: int,
+        rollout_batch_size: int,
+        commit_every: int | None,
+        token_budget: int | None,
+        sample_commits: bool,
+    ) -> None:
+        self._store_dist(self.origin, self.lm.prefill())
+        since_commit = 0
+        while self.rollouts < num_rollouts:
+            if self.root.terminal:
+                break
+            batch_size = rollout_batch_size
+            if token_budget is not None:
+                # size the batch by the rollout length seen so far, so the budget is met on average, not overshot
+                # by a whole batch; stop when less than half a rollout is left
+                spent = self.lm.tokens_processed - self.lm.prompt_length
+                per_rollout = max(spent / self.rollouts if self.rollouts else self.settings.max_new_tokens, 1.0)
+                left = token_budget - spent
+                if left < 0.5 * per_rollout and self.rollouts:
+                    break
+                batch_size = max(1, min(batch_size, round(left / per_rollout)))
+            fresh: list[Node] = []
+            while len(fresh) < batch_size and self.rollouts + len(fresh) < num_rollouts:
+                child = self.select()
+                if child is None:
+                    break
+                fresh.append(child)
+            if not fresh:
+                if self.root.exhausted and commit_every is not None and self.commit(sample_commits):
+                    since_commit = 0
+                    continue
+                break
+            leaves = self.rollout(fresh)
+            rewards = self.job.score([leaf.path() for leaf in leaves])
+            for leaf, reward in zip(leaves, rewards):
+                self.backup(leaf, reward)
+            self.rollouts += len(fresh)
+            since_commit += len(fresh)
+            if commit_every is not None and since_commit >= commit_every:
+                if self.commit(sample_commits):
+                    since_commit = 0
+
+    def sample_output(self) -> Node:
+        """A Boltzmann descent from the root: an (approximate) draw from π*."""
+        node = self.root
+        while not node.terminal:
+            children = node.evaluated_children()
+            if not children:
+                break
+            node = children[int(self.rng.choice(len(children), p=boltzmann_weights(children, self.lam)))]
+        return node
+
+    def best_outputs(self, count: int) -> list[tuple[list[int], float]]:
+        """The highest-reward outputs found, as (ids, reward); ties go to the higher path log p̃."""
+        ranked = sorted(self.results, key=lambda item: (item[0], item[1]), reverse=True)
+        return [(path, reward) for reward, _, path in ranked[:count]]
+
+
+def maxent_ts_generate(
+    model: torch.nn.Module,
+    inputs: Any = None,
+    reward: RewardFn | None = None,
+    *,
+    num_rollouts: int = 16,
+    expansion_k: int = 3,
+    max_depth: int = 5,
+    lam: float = 5.0,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    seed: int | None = None,
+    rollout_batch_size: int = 8,
+    commit_every: int | None = None,
+    select: str = "best",
+    widening_alpha: float | None = None,
+    mass_widening: bool = False,
+    num_return_sequences: int | None = None,
+    token_budget: int | None = None,
+    tokenizer: Any = None,
+    reward_context: Any = None,
+    proposal_processors: Sequence[LogitsProcessor] | None = None,
+    return_trees: bool = False,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    generation_config: GenerationConfig | None = None,
+    **model_kwargs: Any,
+) -> SearchOutput:
+    """MaxEnt-TS for each prompt of a batch; also a ``custom_generate`` for ``model.generate``.
+
+    Args:
+        model: any HF causal LM (OpenTSLM included: its ``time_series``/``time_series_mask`` go to the prefill only).
+        inputs: input ids ``[batch, length]`` (left-padded) or a mapping such as a tokenizer's/processor's output.
+        reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see :mod:`maxent_ts.rewards`).
+        num_rollouts: iterations (select, expand, roll out, back up) per prompt.
+        expansion_k: children per node at most. ``max_depth``: expansions happen within this many tokens of the
+            current root; deeper nodes come from rollouts only.
+        lam: λ, the inverse temperature of the reward tilt (rewards are in [0, 1]).
+        max_new_tokens, temperature, top_p, top_k: the proposal p̃ and output length; defaults come from
+            ``generation_config`` (then the model's), temperature 1.
+        rollout_batch_size: rollouts selected before one batched rollout (1 = strictly sequential search).
+        commit_every: after this many rollouts, commit the root's best child and re-root (None: never; the search
+            also commits when the tree within ``max_depth`` is exhausted).
+        widening_alpha: progressive widening by visits: a node may have ``min(k, 1 + visits**alpha)`` children.
+        mass_widening: progressive widening by probability: a node with children to go to expands a new one only
+            with probability equal to its unexpanded p̃ mass (small budgets stop spending rollouts on rare tokens).
+        select: ``"best"`` returns the highest-reward output found; ``"sample"`` a Boltzmann descent (a draw from
+            π* when the tree is complete). ``num_return_sequences`` outputs per prompt.
+        token_budget: token positions after the prompt the search may evaluate (met on average: batches are sized by
+            the rollout length so far, and no rollout starts with less than half a rollout's worth left).
+        tokenizer: decodes texts for the reward (without one, texts are the ids joined by spaces).
+        reward_context: per-prompt data for the reward: one dict, or a list with one dict per prompt.
+        proposal_processors: extra `LogitsProcessor`s applied before temperature/nucleus (e.g. value guidance).
+        logits_processor: from ``generate``: its entries other than temperature/top-k/top-p warpers (which come from
+            the arguments above) are added to the proposal.
+
+    Returns:
+        :class:`~maxent_ts.harness.SearchOutput` with ``sequences`` (prompt + output), ``texts``, ``rewards`` and
+        ``stats`` (NFE, tokens processed, tree size, best/mean reward, wall time per prompt).
+    """
+    if reward is None:
+        raise ValueError(
+            "maxent_ts_generate needs reward=...: a callable (texts, context) -> list of floats in [0, 1]."
+        )
+    if select not in ("best", "sample"):
+        raise ValueError(f"select must be 'best' or 'sample', got {select!r}.")
+    for name, value in (("num_rollouts", num_rollouts), ("expansion_k", expansion_k), ("max_depth", max_depth)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}.")
+    if rollout_batch_size < 1:
+        raise ValueError(f"rollout_batch_size must be >= 1, got {rollout_batch_size}.")
+    if num_return_sequences is None:
+        num_return_sequences = getattr(generation_config, "num_return_sequences", None) or 1
+    extra = list(proposal_processors or []) + _user_processors(logits_processor)
+    input_ids, settings, jobs = prepare_jobs(
+        model,
+        inputs,
+        model_kwargs,
+        method="maxent_ts",
+        reward=reward,
+        tokenizer=tokenizer,
+        reward_context=reward_context,
+        generation_config=generation_config,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        extra_processors=extra,
+    )
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+    rng = np.random.default_rng(seed)
+    selected, selected_rewards, stats, trees = [], [], [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for job in jobs:
+                tree = MaxEntTree(
+                    job,
+                    expansion_k=expansion_k,
+                    max_depth=max_depth,
+                    lam=float(lam),
+                    widening_alpha=widening_alpha,
+                    mass_widening=mass_widening,
+                    generator=generator,
+                    rng=rng,
+                    keep_all_distributions=commit_every is not None,
+                )
+                tree.run(
+                    num_rollouts, rollout_batch_size, commit_every, token_budget, sample_commits=select == "sample"
+                )
+                if select == "sample":
+                    leaves = [tree.sample_output() for _ in range(num_return_sequences)]
+                    outputs = [(leaf.path(), leaf.reward if leaf.reward is not None else math.nan) for leaf in leaves]
+                else:
+                    outputs = tree.best_outputs(num_return_sequences)
+                sequences = [path for path, _ in outputs]
+                rewards = [value for _, value in outputs]
+                job.stats.tree_size = tree.tree_size
+                job.stats.rollouts = tree.rollouts
+                job.stats.commits = tree.commits
+                job.stats.root_value = tree.root.value
+                stats.append(job.finish(sequences, rewards))
+                selected.append(sequences)
+                selected_rewards.append(rewards)
+                trees.append(tree.origin if return_trees else None)
+    finally:
+        model.train(was_training)
+    return assemble_output(
+        input_ids,
+        settings,
+        selected,
+        selected_rewards,
+        stats,
+        make_decoder(tokenizer),
+        trees if return_trees else None,
+    )
+
+
+def _user_processors(logits_processor: LogitsProcessorList | None) -> list[LogitsProcessor]:
+    """The processors `generate` prepared, minus the sampling warpers our own arguments define."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if not logits_processor:
+        return []
+    skip = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    return [p for p in logits_processor if not isinstance(p, skip)]
+
+
+# `generate(custom_generate=fn)` pops every keyword of fn's signature out of its kwargs before building the generation
+# config. `max_new_tokens` must stay in the config (generate checks the prompt against max_length with it), so the
+# signature generate sees leaves it out; we read it back from `generation_config`.
+_signature = inspect.signature(maxent_ts_generate)
+maxent_ts_generate.__signature__ = _signature.replace(
+    parameters=[p for p in _signature.parameters.values() if p.name != "max_new_tokens"]
+)
