@@ -273,8 +273,9 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # `training_args.device` sets up the distributed state the way accelerate launched us (CPU workers included).
     device = training_args.device
-    logger.info("%s: process %d of %d on %s", script_args.stage, training_args.process_index,
-                training_args.world_size, device)
+    logger.info(
+        "%s: process %d of %d on %s", script_args.stage, training_args.process_index, training_args.world_size, device
+    )
     set_seed(training_args.seed)
 
     records = load_records(script_args.dataset_name, script_args.dataset_config)
@@ -339,12 +340,14 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         test_dataset = select_split(
             records, script_args.dataset_test_split, script_args.max_test_samples, script_args.dataset_name
         )
+        logger.info("Test loss on %d records", len(test_dataset))
         test_metrics = trainer.evaluate(test_dataset, metric_key_prefix="test")
         test_metrics["test_perplexity"] = float(torch.exp(torch.tensor(test_metrics["test_loss"])))
         metrics["test"] = test_metrics
         if trainer.is_world_process_zero():
             from recipes.evaluation import evaluate_records
 
+            logger.info("Generating test answers (%d new tokens at most)", script_args.eval_max_new_tokens)
             unwrapped = trainer.accelerator.unwrap_model(trainer.model).eval()
             metrics["test_generation"] = evaluate_records(
                 unwrapped,
@@ -359,6 +362,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
                 top_p=script_args.eval_top_p,
                 temperature=script_args.eval_temperature,
                 seed=training_args.seed,
+                with_loss=False,  # the Trainer measured the test loss above, on every process
             )
     if trainer.is_world_process_zero():
         metrics["completed"] = True

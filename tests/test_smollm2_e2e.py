@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -103,10 +105,24 @@ def test_save_and_auto_load_round_trip(built, tmp_path):
         torch.testing.assert_close(model(**inputs).logits, reloaded(**again).logits, atol=0, rtol=0)
 
 
-def test_quickstart_main_job(capsys):
-    from opentslm_hub.quickstart import main
+def test_quickstart_main_job(tmp_path, capsys):
+    """The README's main job, shortened: the same stage-1 → stage-2 YAMLs with 2 steps each, outputs in tmp."""
+    import yaml
 
-    caption = main(["--max_new_tokens", "8"])
+    from opentslm_hub.quickstart import QUICKSTART_CONFIGS, main
+
+    for stage in ("stage1", "stage2"):
+        config = yaml.safe_load((QUICKSTART_CONFIGS / f"{stage}.yaml").read_text())
+        config.update(max_steps=2, max_test_samples=2, eval_max_new_tokens=4, output_dir=str(tmp_path / stage))
+        if stage == "stage2":
+            config["init_from"] = str(tmp_path / "stage1" / "best")
+        (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(config))
+    caption = main(["--configs", str(tmp_path), "--max_new_tokens", "8"])
     printed = capsys.readouterr().out
+    assert "stage1: test loss" in printed and "accuracy" in printed
+    assert "stage2: test loss" in printed and "rougeL" in printed
     assert "Nile flow at Aswan" in printed and "100 values, mean 919.3500, std 168.3792" in printed
     assert caption and caption in printed
+    assert json.loads((tmp_path / "stage2" / "best" / "stage_info.json").read_text())["init_from"] == str(
+        tmp_path / "stage1" / "best"
+    )
