@@ -74,7 +74,7 @@ def measure(dtype: torch.dtype, lora: bool, steps: int, warmup: int, batch_size:
         "samples_per_second": batch_size / statistics.median(times),
         "model_rss_mb": resident,
         "step_peak_growth_mb": max(step_memory),
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
     }
 
 
