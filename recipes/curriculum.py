@@ -40,9 +40,7 @@ def is_complete(output_dir: Path) -> bool:
     return metrics.exists() and json.loads(metrics.read_text()).get("completed") is True
 
 
-def stage_command(
-    stage: str, config_path: Path, accelerate_config: str | None, extra: list[str]
-) -> list[str]:
+def stage_command(stage: str, config_path: Path, accelerate_config: str | None, extra: list[str]) -> list[str]:
     script = str(RECIPES_DIR / f"{stage}.py")
     if accelerate_config:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config]
@@ -98,7 +96,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--force", action="store_true", help="re-run stages that already completed")
     args, extra = parser.parse_known_args(argv)
     results = run_curriculum(
-        args.configs, parse_stages(args.stages), accelerate_config=args.accelerate_config, force=args.force,
+        args.configs,
+        parse_stages(args.stages),
+        accelerate_config=args.accelerate_config,
+        force=args.force,
         extra_args=extra,
     )
     for stage, metrics in results.items():

@@ -52,7 +52,9 @@ def test_every_yaml_parses_with_trl_parser(path):
     if stage_number == 1:
         assert script_args.init_from is None and model_args.model_name_or_path
     else:
-        assert script_args.init_from == str(Path(training_args.output_dir).parent / f"stage{stage_number - 1}" / "best")
+        assert script_args.init_from == str(
+            Path(training_args.output_dir).parent / f"stage{stage_number - 1}" / "best"
+        )
     if not path.parent.name.endswith("quickstart"):
         assert training_args.num_train_epochs == PAPER_EPOCHS[script_args.stage]
         assert (script_args.learning_rate_encoder, script_args.learning_rate_projector) == (2e-4, 1e-4)
@@ -66,8 +68,16 @@ def parse(argv):
 
 
 def test_bad_configs_give_clear_errors(tmp_path):
-    base = ["--dataset_name", "offline:tsqa_synthetic", "--model_name_or_path", "x", "--output_dir", str(tmp_path),
-            "--bf16", "false"]
+    base = [
+        "--dataset_name",
+        "offline:tsqa_synthetic",
+        "--model_name_or_path",
+        "x",
+        "--output_dir",
+        str(tmp_path),
+        "--bf16",
+        "false",
+    ]
     args = parse([*base, "--stage", "stage9", "--remove_unused_columns", "false"])
     with pytest.raises(ValueError, match=r"Unknown stage 'stage9'; choose one of stage1, stage2"):
         validate_arguments(*args)
@@ -183,7 +193,9 @@ def test_stage2_script_trains_and_saves_the_best_model(tmp_path, assets):
     assert not list(best.glob("*.pt")) and not list(best.glob("pytorch_model*"))
     metrics = json.loads((out / "stage_metrics.json").read_text())
     assert metrics["completed"] is True and metrics["best_eval_loss"] == min(eval_losses)
-    assert metrics["test"]["test_perplexity"] == pytest.approx(float(torch.exp(torch.tensor(metrics["test"]["test_loss"]))))
+    assert metrics["test"]["test_perplexity"] == pytest.approx(
+        float(torch.exp(torch.tensor(metrics["test"]["test_loss"])))
+    )
     assert (out / "metrics.json").exists() and (out / "predictions.jsonl").exists()
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
     assert list((out / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs are written by default"
@@ -192,24 +204,43 @@ def test_stage2_script_trains_and_saves_the_best_model(tmp_path, assets):
 def test_entry_point_refuses_another_stages_config(tmp_path, assets):
     config = write_config(tmp_path, assets, stage="stage1")
     result = subprocess.run(
-        [sys.executable, "recipes/stage2.py", "--config", str(config)], cwd=ROOT, capture_output=True, text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300,
+        [sys.executable, "recipes/stage2.py", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=300,
     )
-    assert result.returncode != 0 and "This entry point trains stage2, but the config says stage='stage1'" in result.stderr
+    assert (
+        result.returncode != 0
+        and "This entry point trains stage2, but the config says stage='stage1'" in result.stderr
+    )
 
 
 @pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(tmp_path, assets):
-    common = dict(eval_strategy="no", load_best_model_at_end=False, early_stopping_patience=None,
-                  save_strategy="steps", save_steps=3, max_steps=15, num_train_epochs=10)
+    common = dict(
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=None,
+        save_strategy="steps",
+        save_steps=3,
+        max_steps=15,
+        num_train_epochs=10,
+    )
     reference = write_config(tmp_path / "reference", assets, **common)
     run_script([sys.executable, "recipes/stage2.py", "--config", str(reference)])
 
     killed = write_config(tmp_path / "killed", assets, **common)
     out = tmp_path / "killed" / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, "recipes/stage2.py", "--config", str(killed)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "recipes/stage2.py", "--config", str(killed)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (out / "checkpoint-6" / "trainer_state.json").exists():
         assert process.poll() is None, "the run ended before it could be killed"
@@ -226,34 +257,66 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, assets):
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_equals_one_process(tmp_path, assets):
-    common = dict(eval_strategy="no", load_best_model_at_end=False, early_stopping_patience=None,
-                  save_strategy="no", max_steps=6, logging_steps=1)
+    common = dict(
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=None,
+        save_strategy="no",
+        max_steps=6,
+        logging_steps=1,
+    )
     single = write_config(tmp_path / "single", assets, per_device_train_batch_size=4, **common)
     run_script([sys.executable, "recipes/stage2.py", "--config", str(single)])
     ddp = write_config(tmp_path / "ddp", assets, per_device_train_batch_size=2, **common)
-    result = run_script([
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(ROOT / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"), "--main_process_port", "29531",
-        "recipes/stage2.py", "--config", str(ddp), "--use_cpu", "true",
-    ])
+    result = run_script(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "recipes" / "accelerate_configs" / "cpu_ddp.yaml"),
+            "--main_process_port",
+            "29531",
+            "recipes/stage2.py",
+            "--config",
+            str(ddp),
+            "--use_cpu",
+            "true",
+        ]
+    )
     log = result.stdout + result.stderr
     assert "process 0 of 2" in log and "process 1 of 2" in log, log[-3000:]
-    assert_weights_close(trained_weights(tmp_path / "ddp" / "out"), trained_weights(tmp_path / "single" / "out"),
-                         atol=1e-4)
+    assert_weights_close(
+        trained_weights(tmp_path / "ddp" / "out"), trained_weights(tmp_path / "single" / "out"), atol=1e-4
+    )
 
 
 @pytest.mark.slow
 def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
     """Stages 1 → 3 → 4 in separate processes: stage 3 adds LoRA, stage 4 starts from stage 3's trained adapters."""
     configs = tmp_path / "configs"
-    common = dict(max_steps=4, eval_strategy="no", load_best_model_at_end=False, early_stopping_patience=None,
-                  save_strategy="no", train_llm=False)
+    common = dict(
+        max_steps=4,
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=None,
+        save_strategy="no",
+        train_llm=False,
+    )
     write_config(configs, assets, stage="stage1", output_dir=str(tmp_path / "s1"), **common)
     lora = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0)
     for stage, previous, lora_lr in (("stage3", "s1", 5e-2), ("stage4", "s3", 1e-6)):
-        write_config(configs, assets, stage=stage, init_from=str(tmp_path / previous / "best"),
-                     model_name_or_path=None, output_dir=str(tmp_path / stage.replace("stage", "s")),
-                     learning_rate_lora=lora_lr, **lora, **common)
+        write_config(
+            configs,
+            assets,
+            stage=stage,
+            init_from=str(tmp_path / previous / "best"),
+            model_name_or_path=None,
+            output_dir=str(tmp_path / stage.replace("stage", "s")),
+            learning_rate_lora=lora_lr,
+            **lora,
+            **common,
+        )
     results = run_curriculum(configs, ["stage1", "stage3", "stage4"], extra_args=[])
     assert all(results[stage]["completed"] for stage in ("stage1", "stage3", "stage4"))
 
