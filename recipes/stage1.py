@@ -7,9 +7,7 @@
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts recipes/ first on the path, where recipes/evaluate.py would shadow the `evaluate`
-# library: put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python recipes/stage1.py` from a checkout
 
 from recipes.sft import run  # noqa: E402
 

@@ -394,13 +394,13 @@ def test_test_loss_is_the_mean_over_answer_tokens(model, processor):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_cli_help():
     result = subprocess.run(
-        [sys.executable, "-m", "recipes.evaluate", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "recipes.eval", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--model_path" in result.stdout and "--max_new_tokens" in result.stdout
 
 
 def test_cli_evaluates_a_saved_model_on_a_saved_dataset(tmp_path, model, processor):
-    from recipes.evaluate import main
+    from recipes.eval import main
 
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")

@@ -16,7 +16,6 @@ Each folder holds one module in `evaluate`'s format (`<name>/<name>.py`, an `eva
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,6 @@ METRIC_NAMES = ("accuracy", "bleu", "f1", "rouge")
 
 
 def _evaluate_library() -> Any:
-    """Import the `evaluate` library, not `recipes/evaluate.py`.
-
-    `python recipes/stageN.py` puts `recipes/` first on `sys.path`, where the evaluation CLI `evaluate.py` would
-    shadow the library of the same name; the folder is left out of the path for this one import.
-    """
-    module = sys.modules.get("evaluate")
-    if module is not None and hasattr(module, "load"):
-        return module
-    if module is not None:
-        del sys.modules["evaluate"]
-    recipes_dir = METRICS_DIR.parent
-    saved = list(sys.path)
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != recipes_dir]
     try:
         import evaluate
     except ImportError as error:
@@ -45,8 +31,6 @@ def _evaluate_library() -> Any:
             f"The metrics need `evaluate`, `rouge-score` and `sacrebleu` ({error}); install them with "
             "pip install -e . (they are core dependencies)."
         ) from None
-    finally:
-        sys.path[:] = saved
     return evaluate
 
 

@@ -1,12 +1,11 @@
 """Evaluate a saved OpenTSLM model on one split of a record data set; writes `metrics.json` and `predictions.jsonl`.
 
-    python -m recipes.evaluate --model_path outputs/smollm2-135m/stage2/best --dataset offline:captions_bundled \
+    python -m recipes.eval --model_path outputs/smollm2-135m/stage2/best --dataset offline:captions_bundled \
         --split test --output_dir outputs/eval/stage2 --max_samples 50
 
 `--dataset` is an offline set (`offline:<name>` or a bare name from `hub_datasets.offline`), a folder written by
 `DatasetDict.save_to_disk`, or a Hub data set id. Decoding is greedy unless `--do_sample` is given; it never comes
-from the model's generation_config. Run it as a module (`python -m recipes.evaluate`): as a script,
-`recipes/evaluate.py` would stand in for the `evaluate` library.
+from the model's generation_config.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m recipes.evaluate",
+        prog="python -m recipes.eval",
         description="Generate answers for a split of records with an OpenTSLM model and score them "
         "(BLEU/ROUGE-L/length ratio, accuracy/macro-F1, or MSE/MAE by task), plus test loss and perplexity.",
     )
