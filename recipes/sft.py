@@ -26,6 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+from opentslm_hub.offline_llm import smollm2_path
 
 logger = logging.getLogger("recipes.sft")
 
@@ -225,7 +226,7 @@ def validate_arguments(
         raise ValueError("remove_unused_columns must be false: the collator needs the whole record.")
 
 
-OFFLINE_LLMS = {"offline:smollm2-135m-instruct": "opentslm_hub.offline_llm:smollm2_path"}
+OFFLINE_LLMS = ("offline:smollm2-135m-instruct",)
 
 
 def resolve_llm(name_or_path: str) -> str:
@@ -234,9 +235,7 @@ def resolve_llm(name_or_path: str) -> str:
         return name_or_path
     if name_or_path not in OFFLINE_LLMS:
         raise ValueError(f"Unknown offline LLM {name_or_path!r}; known: {', '.join(OFFLINE_LLMS)}.")
-    module_name, function_name = OFFLINE_LLMS[name_or_path].split(":")
-    module = __import__(module_name, fromlist=[function_name])
-    return str(getattr(module, function_name)())
+    return str(smollm2_path())
 
 
 def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
