@@ -14,8 +14,14 @@ same number of token evaluations after the prompt (``token_budget``); beam searc
 "Equal NFE" here is NFE per sequence position (token evaluations): best-of-N evaluates its N rows in one batched call
 per position, so its forward *calls* are fewer; both counts are reported.
 
-    python benchmarks/bench_search.py                      # default run, about 10 minutes on 2 cores
+    python benchmarks/bench_search.py                      # default run, about 40 minutes on 2 cores
     python benchmarks/bench_search.py --prompts 1 --budgets 4
+    python benchmarks/bench_search.py --tasks caption --output benchmarks/results/bench_search_caption.json
+
+MaxEnt-TS runs with probability-mass widening anywhere in the tree (``mass_widening=True, max_depth=None``, no cap
+on children) and λ = 100: settings chosen on the validation split (see the JSON's ``settings``); the token budget is a
+hard cap, so MaxEnt-TS never evaluates more tokens than best-of-N did. The summary pairs MaxEnt-TS with best-of-N on
+each prompt: mean difference, its standard error and wins/ties/losses.
 """
 
 from __future__ import annotations
@@ -162,16 +168,16 @@ def run_method(method: str, model, inputs, task, budget: int, args, token_budget
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["forecast", "caption"], choices=["forecast", "caption"])
-    parser.add_argument("--prompts", type=int, default=3, help="held-out series per task")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8], help="N of best-of-N / beams")
+    parser.add_argument("--prompts", type=int, default=8, help="held-out series per task")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="N of best-of-N / beams")
     parser.add_argument("--history", type=int, default=32)
     parser.add_argument("--horizon", type=int, default=6)
     parser.add_argument("--max_new_tokens", type=int, default=40)
-    parser.add_argument("--expansion_k", type=int, default=3)
-    parser.add_argument("--max_depth", type=int, default=5)
-    parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--expansion_k", type=int, default=1_000_000, help="children per node at most")
+    parser.add_argument("--max_depth", type=int, default=None, help="expansion window in tokens (default: anywhere)")
+    parser.add_argument("--lam", type=float, default=100.0)
     parser.add_argument("--rollout_batch_size", type=int, default=4)
-    parser.add_argument("--mass_widening", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--mass_widening", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--widening_alpha", type=float, default=None)
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="validation: for tuning")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -291,8 +297,32 @@ def summarise(rows: list[dict]) -> list[dict]:
                 }
                 for key in metric_keys[task]:
                     entry[key] = statistics.mean(r[key] for r in chosen)
+                if method == "maxent_ts":
+                    entry.update(paired_with_best_of_n(rows, task, budget))
                 summary.append(entry)
     return summary
+
+
+def paired_with_best_of_n(rows: list[dict], task: str, budget: int) -> dict:
+    """MaxEnt-TS minus best-of-N reward on the same prompts at the same budget."""
+    by_id = {(r["id"], r["method"]): r["reward"] for r in rows if r["task"] == task and r["budget"] == budget}
+    diffs = [
+        by_id[(i, "maxent_ts")] - by_id[(i, "best_of_n")]
+        for i, m in by_id
+        if m == "maxent_ts" and (i, "best_of_n") in by_id
+    ]
+    if not diffs:
+        return {}
+    stderr = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return {
+        "vs_best_of_n": statistics.mean(diffs),
+        "vs_best_of_n_stderr": stderr,
+        "wins_ties_losses": [
+            sum(d > 1e-9 for d in diffs),
+            sum(abs(d) <= 1e-9 for d in diffs),
+            sum(d < -1e-9 for d in diffs),
+        ],
+    }
 
 
 def print_table(summary: list[dict]) -> None:
@@ -306,6 +336,12 @@ def print_table(summary: list[dict]) -> None:
         print(
             f"{e['task']:9}{e['method']:11}{e['budget']:>3}{e['reward']:>8.3f}{m1:>9.3f}{m2:>9.3f}{e['calls']:>7.0f}"
             f"{e['token_evals']:>10.0f}{e['token_cost']:>9.2f}{e['token_cost_vs_sampling']:>8.2f}{e['wall_time']:>8.1f}"
+            + (
+                f"   vs best-of-N {e['vs_best_of_n']:+.3f} ± {e['vs_best_of_n_stderr']:.3f}, W/T/L "
+                + "/".join(str(n) for n in e["wins_ties_losses"])
+                if "vs_best_of_n" in e
+                else ""
+            )
         )
     print("metric1/metric2: forecast MAE/parsed share; caption ROUGE-L/claim accuracy. cost/tok: token evaluations")
     print("after the prompt per generated token; 'vs samp' divides it by nucleus sampling's.")

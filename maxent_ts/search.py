@@ -12,6 +12,14 @@ Target: π*(y | x) ∝ p̃(y | x) · exp(λ · r(x, y)), p̃ being the model's d
 
 On a complete tree v̂(root) = (1/λ) log E_p̃[e^{λr}] and descending with the Boltzmann rule samples π* exactly.
 
+Widening. With a fixed k (the default, SPEC's k = 3 within ``max_depth`` tokens of the root) every node gets k distinct
+children, so unlikely tokens are forced into the tree and rollouts branch only near the root: on SmolLM2 that loses to
+best-of-N at equal compute. ``mass_widening=True`` replaces it: along the descent a token is drawn ∝ p̃ · e^{λ q}, q
+being v̂ for evaluated children and the mean reward so far for unexplored tokens, and a rollout starts at the first
+token that has no evaluated child. Paths that beat the baseline are followed deep before branching (rollouts there are
+short, so more of them fit in a budget); paths below it are left early. With ``max_depth=None`` this is the setting
+that beats best-of-N in ``benchmarks/bench_search.py``. Backups and the Boltzmann output are the same in both modes.
+
 Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
 cached prefixes (see :mod:`maxent_ts.kv`): no prompt or prefix is ever recomputed.
 """
@@ -136,7 +144,7 @@ class MaxEntTree:
         self.lm = job.lm
         self.settings = job.settings
         self.k = expansion_k
-        self.max_depth = max_depth
+        self.max_depth = max_depth if max_depth is not None else job.settings.max_new_tokens
         self.lam = lam
         self.widening_alpha = widening_alpha
         self.mass_widening = mass_widening
@@ -153,18 +161,26 @@ class MaxEntTree:
         self.results: list[tuple[float, float, list[int]]] = []
 
     # -- node bookkeeping ------------------------------------------------------------------------------------------
-    def _new_child(self, parent: Node, token: int) -> Node:
+    def _add_child(self, parent: Node, token: int, logp: float) -> Node:
+        if token in parent.children:  # two rollouts of one batch drew the same token: they share the node
+            return parent.children[token]
         depth = parent.depth + 1
         terminal = token in self.settings.eos_token_ids or depth >= self.settings.max_new_tokens
-        child = Node(token, parent, depth, float(parent.dist[token]), terminal)
+        child = Node(token, parent, depth, logp, terminal)
         parent.children[token] = child
         self.tree_size += 1
-        if len(parent.children) >= self.k:
-            parent.dist = None  # never expanded again: free the vocabulary-sized vector
         return child
 
+    def _new_child(self, parent: Node, token: int) -> Node:
+        return self._add_child(parent, token, float(parent.dist[token]))
+
+    def _discard(self, child: Node) -> None:
+        """Undo the expansion of a child that was selected but will not be rolled out (token budget)."""
+        del child.parent.children[child.token]
+        self.tree_size -= 1
+
     def _store_dist(self, node: Node, dist: torch.Tensor) -> None:
-        if node.terminal:
+        if node.terminal or node.dist is not None:
             return
         if self.keep_all_distributions or node.depth - self.root.depth < self.max_depth:
             node.dist = dist.detach().clone()
@@ -197,14 +213,6 @@ class MaxEntTree:
             return self.k
         return min(self.k, 1 + int(node.visits**self.widening_alpha))
 
-    def _widen_now(self, node: Node, candidates: list[Node]) -> bool:
-        """With mass widening, a node that has children to go to gets a new one only with probability equal to the
-        p̃ mass not yet expanded, so unlikely tokens are not forced into the tree just because k allows them."""
-        if not self.mass_widening or not candidates:
-            return True
-        masked = self._remaining_support(node)
-        return masked is not None and self.rng.random() < float(torch.logsumexp(masked.double(), 0).exp())
-
     def _expand(self, node: Node) -> Node | None:
         masked = self._remaining_support(node)
         if masked is None:
@@ -219,8 +227,49 @@ class MaxEntTree:
         )
 
     # -- the four steps ----------------------------------------------------------------------------------------------
+    def _mean_reward(self) -> float:
+        return sum(r for r, _, _ in self.results) / len(self.results) if self.results else 0.0
+
+    def _select_by_mass(self) -> Node | None:
+        """Selection with probability-mass widening. At each node a token t is drawn with probability
+        ∝ p̃(t) · exp(λ · q(t)): q = v̂ of its child when that is evaluated, else the mean reward of the outputs so far
+        (the search's baseline). Evaluated children are descended into; any other token starts a rollout from here,
+        a token already pending in this batch being rolled out again (sampling with replacement). No token is forced
+        into the tree because k allows it: with λ = 0 each rollout is an exact draw from p̃ that reuses the prefixes
+        already computed, and with λ > 0 paths whose outputs beat the baseline are extended, worse ones left early."""
+        node = self.root
+        if node.exhausted:
+            return None
+        while True:
+            candidates = [c for c in node.evaluated_children() if not c.exhausted]
+            unexplored = None
+            if self._in_window(node) and node.dist is not None and len(node.children) < self.k:
+                unexplored = node.dist.clone()
+                evaluated = [token for token, child in node.children.items() if child.value is not None]
+                if evaluated:
+                    unexplored[evaluated] = -math.inf
+                if float(torch.logsumexp(unexplored, 0)) <= math.log(_TINY_MASS):
+                    unexplored = None
+            if unexplored is None and not candidates:
+                return None  # wait for this batch's rollouts (or nothing left below)
+            scores = [c.logp + self.lam * c.value for c in candidates]
+            if unexplored is not None:
+                scores.append(float(torch.logsumexp(unexplored.double(), 0)) + self.lam * self._mean_reward())
+            scores = np.array(scores, dtype=np.float64)
+            weights = np.exp(scores - scores.max())
+            choice = int(self.rng.choice(len(scores), p=weights / weights.sum()))
+            if choice < len(candidates):
+                node = candidates[choice]
+                continue
+            token = int(torch.multinomial(torch.softmax(unexplored.double(), 0), 1, generator=self.generator))
+            if token in node.children:
+                return node.children[token]  # pending in this batch: roll it out once more
+            return self._new_child(node, token)
+
     def select(self) -> Node | None:
         """Walk down and expand one new child; None when nothing can be expanded now (all pending or exhausted)."""
+        if self.mass_widening:
+            return self._select_by_mass()
         node = self.root
         if node.exhausted:
             return None
@@ -229,7 +278,6 @@ class MaxEntTree:
             if (
                 self._in_window(node)
                 and len(node.children) < self._width_now(node)
-                and self._widen_now(node, candidates)
             ):
                 child = self._expand(node)
                 if child is not None:
@@ -260,12 +308,7 @@ class MaxEntTree:
             for batch_row, (node, token) in enumerate(zip(current, samples)):
                 self._store_dist(node, dists[batch_row])
                 fed[rows[batch_row]].append(node)
-                child = Node(token, node, node.depth + 1, float(dists[batch_row, token]))
-                child.terminal = token in self.settings.eos_token_ids or child.depth >= self.settings.max_new_tokens
-                node.children[token] = child
-                self.tree_size += 1
-                if len(node.children) >= self.k:
-                    node.dist = None
+                child = self._add_child(node, token, float(dists[batch_row, token]))
                 if child.terminal:
                     leaves.append(child)
                     segment = self.lm.segment(state, batch_row)
@@ -294,6 +337,8 @@ class MaxEntTree:
         self.results.append((reward, path_logp, path[::-1]))
         node = leaf.parent
         while node is not None and node.depth >= self.root.depth:
+            if len(node.children) >= self.k:
+                node.dist = None  # never expanded again: free the vocabulary-sized vector
             node.visits += 1
             node.value = soft_value(node.evaluated_children(), self.lam)
             self._refresh_exhausted(node)
@@ -339,24 +384,27 @@ class MaxEntTree:
     ) -> None:
         self._store_dist(self.origin, self.lm.prefill())
         since_commit = 0
-        while self.rollouts < num_rollouts:
+        out_of_budget = False
+        while self.rollouts < num_rollouts and not out_of_budget:
             if self.root.terminal:
                 break
-            batch_size = rollout_batch_size
-            if token_budget is not None:
-                # size the batch by the rollout length seen so far, so the budget is met on average, not overshot
-                # by a whole batch; stop when less than half a rollout is left
-                spent = self.lm.tokens_processed - self.lm.prompt_length
-                per_rollout = max(spent / self.rollouts if self.rollouts else self.settings.max_new_tokens, 1.0)
-                left = token_budget - spent
-                if left < 0.5 * per_rollout and self.rollouts:
-                    break
-                batch_size = max(1, min(batch_size, round(left / per_rollout)))
             fresh: list[Node] = []
-            while len(fresh) < batch_size and self.rollouts + len(fresh) < num_rollouts:
+            # tokens after the prompt evaluated so far plus what this batch may still evaluate at most
+            planned = self.lm.tokens_processed - self.lm.prompt_length
+            while len(fresh) < rollout_batch_size and self.rollouts + len(fresh) < num_rollouts:
+                size = self.tree_size
                 child = self.select()
                 if child is None:
                     break
+                if token_budget is not None:
+                    # a rollout from depth d evaluates at most max_new_tokens - d tokens: the budget is never exceeded
+                    worst = 0 if child.terminal else self.settings.max_new_tokens - child.depth
+                    if planned + worst > token_budget:
+                        if self.tree_size > size:
+                            self._discard(child)
+                        out_of_budget = True
+                        break
+                    planned += worst
                 fresh.append(child)
             if not fresh:
                 if self.root.exhausted and commit_every is not None and self.commit(sample_commits):
@@ -396,7 +444,7 @@ def maxent_ts_generate(
     *,
     num_rollouts: int = 16,
     expansion_k: int = 3,
-    max_depth: int = 5,
+    max_depth: int | None = 5,
     lam: float = 5.0,
     max_new_tokens: int | None = None,
     temperature: float | None = None,
@@ -427,7 +475,7 @@ def maxent_ts_generate(
         reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see :mod:`maxent_ts.rewards`).
         num_rollouts: iterations (select, expand, roll out, back up) per prompt.
         expansion_k: children per node at most. ``max_depth``: expansions happen within this many tokens of the
-            current root; deeper nodes come from rollouts only.
+            current root (None: anywhere); deeper nodes come from rollouts only.
         lam: λ, the inverse temperature of the reward tilt (rewards are in [0, 1]).
         max_new_tokens, temperature, top_p, top_k: the proposal p̃ and output length; defaults come from
             ``generation_config`` (then the model's), temperature 1.
@@ -435,12 +483,15 @@ def maxent_ts_generate(
         commit_every: after this many rollouts, commit the root's best child and re-root (None: never; the search
             also commits when the tree within ``max_depth`` is exhausted).
         widening_alpha: progressive widening by visits: a node may have ``min(k, 1 + visits**alpha)`` children.
-        mass_widening: progressive widening by probability: a node with children to go to expands a new one only
-            with probability equal to its unexpanded p̃ mass (small budgets stop spending rollouts on rare tokens).
+        mass_widening: progressive widening by probability mass: at each node a token is drawn ∝ p̃ · e^{λ q}, q being
+            v̂ for evaluated children and the mean reward so far for the others; an unevaluated token starts a rollout
+            there. Nothing unlikely is forced into the tree, λ = 0 is plain sampling with prefix reuse, and good paths
+            are extended deep in the tree (cheap rollouts). Use it with ``max_depth=None`` and a large
+            ``expansion_k``: the setting that beats best-of-N in ``benchmarks/bench_search.py``.
         select: ``"best"`` returns the highest-reward output found; ``"sample"`` a Boltzmann descent (a draw from
             π* when the tree is complete). ``num_return_sequences`` outputs per prompt.
-        token_budget: token positions after the prompt the search may evaluate (met on average: batches are sized by
-            the rollout length so far, and no rollout starts with less than half a rollout's worth left).
+        token_budget: token positions after the prompt the search may evaluate; never exceeded (a rollout starts only
+            if its longest possible completion fits), so comparisons at equal compute are conservative.
         tokenizer: decodes texts for the reward (without one, texts are the ids joined by spaces).
         reward_context: per-prompt data for the reward: one dict, or a list with one dict per prompt.
         proposal_processors: extra `LogitsProcessor`s applied before temperature/nucleus (e.g. value guidance).
@@ -457,7 +508,7 @@ def maxent_ts_generate(
         )
     if select not in ("best", "sample"):
         raise ValueError(f"select must be 'best' or 'sample', got {select!r}.")
-    for name, value in (("num_rollouts", num_rollouts), ("expansion_k", expansion_k), ("max_depth", max_depth)):
+    for name, value in (("num_rollouts", num_rollouts), ("expansion_k", expansion_k), ("max_depth", max_depth or 1)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}.")
     if rollout_batch_size < 1:
@@ -480,6 +531,11 @@ def maxent_ts_generate(
         top_k=top_k,
         extra_processors=extra,
     )
+    if token_budget is not None and token_budget < settings.max_new_tokens:
+        raise ValueError(
+            f"token_budget={token_budget} cannot pay for one rollout of max_new_tokens={settings.max_new_tokens} "
+            "tokens; give at least max_new_tokens."
+        )
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
     rng = np.random.default_rng(seed)

@@ -243,6 +243,10 @@ class ForwardCounter:
         (maxent_ts_generate, dict(num_rollouts=20, expansion_k=3, max_depth=3, lam=2.0, rollout_batch_size=4)),
         (maxent_ts_generate, dict(num_rollouts=9, expansion_k=2, max_depth=4, lam=2.0, rollout_batch_size=1)),
         (maxent_ts_generate, dict(num_rollouts=30, expansion_k=2, max_depth=2, commit_every=6, rollout_batch_size=3)),
+        (
+            maxent_ts_generate,
+            dict(num_rollouts=24, expansion_k=32, max_depth=None, mass_widening=True, lam=5.0, rollout_batch_size=4),
+        ),
         (best_of_n_generate, dict(n=5)),
         (greedy_generate, {}),
         (nucleus_generate, dict(num_samples=3)),
@@ -620,4 +624,42 @@ def test_commit_and_reroot_and_token_budget():
         model, prompt, reward, num_rollouts=1000, expansion_k=3, max_depth=12, max_new_tokens=12, seed=0,
         token_budget=60, rollout_batch_size=4,
     ).stats[0]  # fmt: skip
-    assert abs((budgeted.tokens_processed - budgeted.prompt_tokens) - 60) <= 12 and budgeted.rollouts < 1000
+    spent = budgeted.tokens_processed - budgeted.prompt_tokens
+    assert 60 - 12 < spent <= 60 and budgeted.rollouts < 1000  # never over: a rollout starts only if it fits
+    with pytest.raises(ValueError, match="cannot pay for one rollout"):
+        maxent_ts_generate(model, prompt, reward, max_new_tokens=12, token_budget=11)
+
+
+def test_mass_widening_first_rollout_is_a_draw_from_the_proposal(exact_setup):
+    """Mass widening forces nothing into the tree: before any value exists, a rollout is a plain draw from p̃."""
+    model, prompt, p, _, _ = exact_setup
+    runs, counts = 400, {}
+    for seed in range(runs):
+        out = maxent_ts_generate(
+            model, prompt, count_ones, num_rollouts=1, mass_widening=True, expansion_k=VOCAB, max_depth=None,
+            lam=LAM, temperature=TAU, max_new_tokens=DEPTH, seed=seed,
+        )  # fmt: skip
+        row = out.sequences[0, prompt.shape[1] :].tolist()
+        seq = tuple(row[: row.index(EOS) + 1] if EOS in row else row[:DEPTH])
+        counts[seq] = counts.get(seq, 0) + 1 / runs
+    assert tv(counts, p) < 0.08  # MC noise alone: ~0.04 at 400 draws over 15 outputs
+
+
+def test_mass_widening_prefers_paths_above_the_baseline():
+    """With λ > 0, rollouts concentrate under the children whose outputs beat the mean reward; with λ = 0 they
+    follow p̃. Batched rollouts may draw the same pending token twice (sampling with replacement): counted once."""
+    model = tiny_llama(16, seed=2, sharpen=4.0)
+    prompt = torch.tensor([[3, 5, 7]])
+    dist = full_log_probs(model, prompt, [], 1.0).exp()
+    favoured = int(dist.argsort()[-3])  # the third most likely first token
+    common = dict(num_rollouts=48, mass_widening=True, expansion_k=16, max_depth=None, max_new_tokens=4, seed=0)
+    shares = {}
+    for lam in (0.0, 20.0):
+        out = maxent_ts_generate(
+            model, prompt, first_token_reward(favoured), lam=lam, rollout_batch_size=4, return_trees=True, **common
+        )
+        root = out.trees[0]
+        shares[lam] = root.children[favoured].visits / root.visits if favoured in root.children else 0.0
+        assert out.stats[0].rollouts == 48 and root.visits == 48
+    assert shares[0.0] < float(dist[favoured]) + 0.15
+    assert shares[20.0] > 0.6 > shares[0.0]
