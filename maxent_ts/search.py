@@ -275,10 +275,7 @@ class MaxEntTree:
             return None
         while True:
             candidates = [c for c in node.evaluated_children() if not c.exhausted]
-            if (
-                self._in_window(node)
-                and len(node.children) < self._width_now(node)
-            ):
+            if self._in_window(node) and len(node.children) < self._width_now(node):
                 child = self._expand(node)
                 if child is not None:
                     return child
