@@ -185,13 +185,15 @@ class MaxEntTree:
         if self.keep_all_distributions or node.depth - self.root.depth < self.max_depth:
             node.dist = dist.detach().clone()
 
-    def _remaining_support(self, node: Node) -> torch.Tensor | None:
-        """log p̃ at ``node`` with existing children removed, or None when nothing with mass is left."""
+    def _remaining_support(self, node: Node, keep_pending: bool = False) -> torch.Tensor | None:
+        """log p̃ at ``node`` with existing children removed (``keep_pending``: only evaluated ones), or None when
+        nothing with mass is left."""
         if node.dist is None:
             return None
         masked = node.dist.clone()
-        if node.children:
-            masked[list(node.children)] = -math.inf
+        removed = [t for t, c in node.children.items() if not keep_pending or c.value is not None]
+        if removed:
+            masked[removed] = -math.inf
         if float(torch.logsumexp(masked, 0)) <= math.log(_TINY_MASS):
             return None
         return masked
@@ -240,21 +242,17 @@ class MaxEntTree:
         node = self.root
         if node.exhausted:
             return None
+        baseline = self._mean_reward()
         while True:
             candidates = [c for c in node.evaluated_children() if not c.exhausted]
             unexplored = None
-            if self._in_window(node) and node.dist is not None and len(node.children) < self.k:
-                unexplored = node.dist.clone()
-                evaluated = [token for token, child in node.children.items() if child.value is not None]
-                if evaluated:
-                    unexplored[evaluated] = -math.inf
-                if float(torch.logsumexp(unexplored, 0)) <= math.log(_TINY_MASS):
-                    unexplored = None
+            if self._in_window(node) and len(node.children) < self.k:
+                unexplored = self._remaining_support(node, keep_pending=True)
             if unexplored is None and not candidates:
                 return None  # wait for this batch's rollouts (or nothing left below)
             scores = [c.logp + self.lam * c.value for c in candidates]
             if unexplored is not None:
-                scores.append(float(torch.logsumexp(unexplored.double(), 0)) + self.lam * self._mean_reward())
+                scores.append(float(torch.logsumexp(unexplored.double(), 0)) + self.lam * baseline)
             scores = np.array(scores, dtype=np.float64)
             weights = np.exp(scores - scores.max())
             choice = int(self.rng.choice(len(scores), p=weights / weights.sum()))
@@ -505,7 +503,11 @@ def maxent_ts_generate(
         )
     if select not in ("best", "sample"):
         raise ValueError(f"select must be 'best' or 'sample', got {select!r}.")
-    for name, value in (("num_rollouts", num_rollouts), ("expansion_k", expansion_k), ("max_depth", max_depth or 1)):
+    for name, value in (
+        ("num_rollouts", num_rollouts),
+        ("expansion_k", expansion_k),
+        ("max_depth", 1 if max_depth is None else max_depth),
+    ):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}.")
     if rollout_batch_size < 1:
