@@ -67,12 +67,14 @@ def forecast_tasks(count: int, history: int, horizon: int, split: str) -> list[d
         # LLMTime-style: the numbers themselves are the prompt and the model continues the list
         prompt = ", ".join(f"{v:.2f}" for v in prey) + ","
         history_values = np.round(prey, 2)
+        reward = SpectralReward(history=history_values, horizon=horizon)
         tasks.append(
             {
                 "id": record["id"],
                 "prompt": prompt,
                 "chat": False,
-                "reward": SpectralReward(history=history_values, horizon=horizon),
+                "reward": reward,
+                "stop": reward.is_complete,  # every method stops once the forecast has all its numbers
                 "metric": lambda text, h=history_values, f=future: forecast_errors(text, f, h),
             }
         )
@@ -136,7 +138,7 @@ def caption_metrics(text: str, reference: str, series: np.ndarray, reward: Featu
 
 
 def run_method(method: str, model, inputs, task, budget: int, args, token_budget: int | None):
-    common = dict(max_new_tokens=args.max_new_tokens, tokenizer=args.tokenizer)
+    common = dict(max_new_tokens=args.max_new_tokens, tokenizer=args.tokenizer, stop_condition=task.get("stop"))
     reward = task["reward"]
     if method == "greedy":
         return greedy_generate(model, inputs, reward, **common)
@@ -159,6 +161,8 @@ def run_method(method: str, model, inputs, task, budget: int, args, token_budget
         temperature=1.0,
         rollout_batch_size=args.rollout_batch_size,
         mass_widening=args.mass_widening,
+        unexplored_prior=args.unexplored_prior,
+        min_branch_mass=args.min_branch_mass,
         widening_alpha=args.widening_alpha,
         seed=args.seed,
         **common,
@@ -179,6 +183,8 @@ def main() -> None:
     parser.add_argument("--rollout_batch_size", type=int, default=4)
     parser.add_argument("--mass_widening", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--widening_alpha", type=float, default=None)
+    parser.add_argument("--unexplored_prior", default="mean", choices=["mean", "parent"])
+    parser.add_argument("--min_branch_mass", type=float, default=0.0)
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="validation: for tuning")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seed", type=int, default=0)

@@ -5,8 +5,9 @@
 - :func:`nucleus_generate`: ``num_samples`` nucleus samples (p = 0.9); returns the first, reports their mean reward.
 - :func:`best_of_n_generate`: ``n`` samples from the search's proposal p̃, returns the one the reward prefers.
 
-Sampled rows run as one batch, so ``nfe`` is about the longest output's length whatever ``n``; compare compute
-with ``tokens_processed``.
+``stop_condition`` (a keyword, ``fn(text) -> bool`` on the decoded output so far) ends an output early, as in
+:func:`~maxent_ts.search.maxent_ts_generate`. Sampled rows run as one batch, so ``nfe`` is about the longest output's
+length whatever ``n``; compare compute with ``tokens_processed``.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ def _common(method: str, model, inputs, reward, generation_config, kwargs, *, gr
         generation_config=generation_config,
         extra_processors=None,
         greedy=greedy,
+        stop_condition=kwargs.get("stop_condition"),
         **settings,
     )
 
 
 def _sample_rows(job: PromptJob, count: int, generator: torch.Generator | None) -> list[list[int]]:
     """``count`` continuations of the prompt, batched; argmax when ``generator`` is None."""
-    lm, eos, limit = job.lm, job.settings.eos_token_ids, job.settings.max_new_tokens
+    lm = job.lm
     root = lm.prefill()
     state = lm.start_batch([([], None)] * count)
     dists = root.unsqueeze(0).expand(count, -1)
@@ -52,7 +54,7 @@ def _sample_rows(job: PromptJob, count: int, generator: torch.Generator | None) 
         keep = []
         for batch_row, (row, token) in enumerate(zip(active, tokens)):
             sequences[row].append(token)
-            if token not in eos and len(sequences[row]) < limit:
+            if not job.ends_output(sequences[row]):
                 keep.append(batch_row)
         if not keep:
             return sequences
@@ -211,7 +213,7 @@ def _beam_search(job: PromptJob, width: int, length_penalty: float) -> list[int]
         for rank, (score, index) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             row, token = divmod(index, vocab)
             tokens = beams[row][0] + [token]
-            if token in eos:
+            if token in eos or (job.stop_condition is not None and job.ends_output(tokens)):
                 if rank < width:
                     finished.append((tokens, normalised(tokens, score)))
             else:

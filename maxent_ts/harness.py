@@ -161,8 +161,10 @@ class PromptJob:
         prompt_index: int,
         method: str,
         processors: LogitsProcessorList,
+        stop_condition: Callable[[str], bool] | None = None,
     ):
         self.settings = settings
+        self.stop_condition = stop_condition
         self.reward = reward
         self.decode = decode
         self.context = context
@@ -171,6 +173,15 @@ class PromptJob:
         self.stats = SearchStats(method=method)
         self.all_rewards: list[float] = []
         self._start = time.perf_counter()
+
+    def ends_output(self, ids: Sequence[int]) -> bool:
+        """Whether generated ``ids`` are a finished output: EOS, ``max_new_tokens``, or the stop condition on the
+        decoded text (e.g. a forecast that has all its numbers)."""
+        if not ids:
+            return False
+        if ids[-1] in self.settings.eos_token_ids or len(ids) >= self.settings.max_new_tokens:
+            return True
+        return self.stop_condition is not None and bool(self.stop_condition(self.decode(list(ids))))
 
     def score(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """Reward of generated id sequences (EOS stripped for the text); NaN when no reward was given."""
@@ -213,6 +224,7 @@ def prepare_jobs(
     top_k: int | None,
     extra_processors: Sequence[Any] | None,
     greedy: bool = False,
+    stop_condition: Callable[[str], bool] | None = None,
 ) -> tuple[torch.Tensor, Settings, list[PromptJob]]:
     """Split the batch into prompts and build one :class:`PromptJob` each; returns the padded input ids too."""
     merged = as_input_dict(inputs, model_kwargs)
@@ -236,7 +248,7 @@ def prepare_jobs(
     decode = make_decoder(tokenizer)
     contexts = per_prompt_contexts(reward_context, len(prompts))
     jobs = [
-        PromptJob(model, prompt, settings, reward, decode, contexts[i], i, method, processors)
+        PromptJob(model, prompt, settings, reward, decode, contexts[i], i, method, processors, stop_condition)
         for i, prompt in enumerate(prompts)
     ]
     return merged["input_ids"], settings, jobs

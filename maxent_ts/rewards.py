@@ -169,6 +169,20 @@ class SpectralReward:
         coverage = min(1.0, f.size / horizon) if horizon else 1.0
         return float(coverage * (self.spectral_weight * spectral + self.temporal_weight * temporal))
 
+    def is_complete(self, text: str) -> bool:
+        """Whether ``text`` already holds all ``horizon`` numbers, the last one finished (something follows it), so
+        that more text cannot change the reward. Pass it as the searches' ``stop_condition``."""
+        if self.horizon is None:
+            raise ValueError("is_complete needs the horizon: construct SpectralReward(horizon=...).")
+        body = text.lstrip()
+        run = _NUMBER_RUN.match(body) if self.strict else _NUMBER_RUN.search(body)
+        if run is None:
+            return False
+        numbers = list(re.finditer(_NUMBER, run.group(0)))
+        if len(numbers) != self.horizon:
+            return len(numbers) > self.horizon
+        return run.start() + numbers[-1].end() < len(body)  # a separator or other text closes the last number
+
     def __call__(self, texts: list[str], context: RewardContext) -> list[float]:
         history = self.history if self.history is not None else context.get("history")
         if history is None:

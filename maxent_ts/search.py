@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,6 +139,8 @@ class MaxEntTree:
         generator: torch.Generator,
         rng: np.random.Generator,
         keep_all_distributions: bool,
+        unexplored_prior: str = "mean",
+        min_branch_mass: float = 0.0,
     ):
         self.job = job
         self.lm = job.lm
@@ -148,6 +150,8 @@ class MaxEntTree:
         self.lam = lam
         self.widening_alpha = widening_alpha
         self.mass_widening = mass_widening
+        self.unexplored_prior = unexplored_prior
+        self.log_min_mass = math.log(max(min_branch_mass, _TINY_MASS))
         self.generator = generator
         self.rng = rng
         self.keep_all_distributions = keep_all_distributions
@@ -165,7 +169,7 @@ class MaxEntTree:
         if token in parent.children:  # two rollouts of one batch drew the same token: they share the node
             return parent.children[token]
         depth = parent.depth + 1
-        terminal = token in self.settings.eos_token_ids or depth >= self.settings.max_new_tokens
+        terminal = self.job.ends_output(parent.path() + [token])
         child = Node(token, parent, depth, logp, terminal)
         parent.children[token] = child
         self.tree_size += 1
@@ -194,7 +198,7 @@ class MaxEntTree:
         removed = [t for t, c in node.children.items() if not keep_pending or c.value is not None]
         if removed:
             masked[removed] = -math.inf
-        if float(torch.logsumexp(masked, 0)) <= math.log(_TINY_MASS):
+        if float(torch.logsumexp(masked, 0)) <= self.log_min_mass:
             return None
         return masked
 
@@ -252,7 +256,8 @@ class MaxEntTree:
                 return None  # wait for this batch's rollouts (or nothing left below)
             scores = [c.logp + self.lam * c.value for c in candidates]
             if unexplored is not None:
-                scores.append(float(torch.logsumexp(unexplored.double(), 0)) + self.lam * baseline)
+                prior = node.value if self.unexplored_prior == "parent" and node.value is not None else baseline
+                scores.append(float(torch.logsumexp(unexplored.double(), 0)) + self.lam * prior)
             scores = np.array(scores, dtype=np.float64)
             weights = np.exp(scores - scores.max())
             choice = int(self.rng.choice(len(scores), p=weights / weights.sum()))
@@ -285,8 +290,17 @@ class MaxEntTree:
             weights = boltzmann_weights(candidates, self.lam)
             node = candidates[int(self.rng.choice(len(candidates), p=weights))]
 
-    def rollout(self, fresh: list[Node]) -> list[Node]:
-        """Complete every new node by sampling p̃ to a terminal; all sampled tokens join the tree. Batched."""
+    @staticmethod
+    def _give_segment(nodes: list[Node], segment: KVSegment) -> None:
+        for node in nodes:
+            node.segment = segment
+
+    def _longest_output(self) -> int:
+        return max((len(path) for _, _, path in self.results), default=self.settings.max_new_tokens)
+
+    def rollout(self, fresh: list[Node], token_budget: int | None = None) -> list[Node]:
+        """Complete every new node by sampling p̃ to a terminal; all sampled tokens join the tree. Batched. Rows still
+        open when ``token_budget`` (token positions after the prompt) would be exceeded stop there, unfinished."""
         leaves = [node for node in fresh if node.terminal]
         open_nodes = [node for node in fresh if not node.terminal]
         if not open_nodes:
@@ -297,6 +311,12 @@ class MaxEntTree:
         fed: list[list[Node]] = [[] for _ in current]
         rows = list(range(len(current)))  # original row id of each batch row
         while current:
+            spent = self.lm.tokens_processed - self.lm.prompt_length
+            if token_budget is not None and spent + len(current) > token_budget:
+                for batch_row, node in enumerate(current):  # out of budget: scored as they stand
+                    leaves.append(node)
+                    self._give_segment(fed[rows[batch_row]], self.lm.segment(state, batch_row))
+                break
             dists = self.lm.step(state, torch.tensor([node.token for node in current]))
             samples = torch.multinomial(dists.double().exp(), 1, generator=self.generator).view(-1).tolist()
             keep, next_current = [], []
@@ -306,9 +326,7 @@ class MaxEntTree:
                 child = self._add_child(node, token, float(dists[batch_row, token]))
                 if child.terminal:
                     leaves.append(child)
-                    segment = self.lm.segment(state, batch_row)
-                    for fed_node in fed[rows[batch_row]]:
-                        fed_node.segment = segment
+                    self._give_segment(fed[rows[batch_row]], self.lm.segment(state, batch_row))
                 else:
                     keep.append(batch_row)
                     next_current.append(child)
@@ -384,7 +402,9 @@ class MaxEntTree:
             if self.root.terminal:
                 break
             fresh: list[Node] = []
-            # tokens after the prompt evaluated so far plus what this batch may still evaluate at most
+            # tokens after the prompt evaluated so far plus what this batch is expected to evaluate: a rollout from
+            # depth d is reserved as long as the longest output so far (max_new_tokens before any), and rollouts are
+            # cut where the budget ends, so the budget is spent but never exceeded
             planned = self.lm.tokens_processed - self.lm.prompt_length
             while len(fresh) < rollout_batch_size and self.rollouts + len(fresh) < num_rollouts:
                 size = self.tree_size
@@ -392,21 +412,20 @@ class MaxEntTree:
                 if child is None:
                     break
                 if token_budget is not None:
-                    # a rollout from depth d evaluates at most max_new_tokens - d tokens: the budget is never exceeded
-                    worst = 0 if child.terminal else self.settings.max_new_tokens - child.depth
-                    if planned + worst > token_budget:
+                    expected = 0 if child.terminal else max(1, self._longest_output() - child.depth)
+                    if planned + expected > token_budget:
                         if self.tree_size > size:
                             self._discard(child)
-                        out_of_budget = True
+                        out_of_budget = not fresh  # otherwise look again once this batch has really spent
                         break
-                    planned += worst
+                    planned += expected
                 fresh.append(child)
             if not fresh:
                 if self.root.exhausted and commit_every is not None and self.commit(sample_commits):
                     since_commit = 0
                     continue
                 break
-            leaves = self.rollout(fresh)
+            leaves = self.rollout(fresh, token_budget)
             rewards = self.job.score([leaf.path() for leaf in leaves])
             for leaf, reward in zip(leaves, rewards):
                 self.backup(leaf, reward)
@@ -451,6 +470,9 @@ def maxent_ts_generate(
     select: str = "best",
     widening_alpha: float | None = None,
     mass_widening: bool = False,
+    unexplored_prior: str = "mean",
+    min_branch_mass: float = 0.0,
+    stop_condition: Callable[[str], bool] | None = None,
     num_return_sequences: int | None = None,
     token_budget: int | None = None,
     tokenizer: Any = None,
@@ -482,11 +504,19 @@ def maxent_ts_generate(
             v̂ for evaluated children and the mean reward so far for the others; an unevaluated token starts a rollout
             there. Nothing unlikely is forced into the tree, λ = 0 is plain sampling with prefix reuse, and good paths
             are extended deep in the tree (cheap rollouts). Use it with ``max_depth=None`` and a large
-            ``expansion_k``: the setting that beats best-of-N in ``benchmarks/bench_search.py``.
+            ``expansion_k``: the setting ``benchmarks/bench_search.py`` compares with best-of-N.
+        unexplored_prior: with mass widening, the q of unexplored tokens: ``"mean"`` (the mean reward so far: the
+            search follows paths above it deep and branches late) or ``"parent"`` (the node's own v̂: branching off the
+            best path in proportion to the unexplored mass, i.e. mostly early, where p̃ is uncertain).
+        min_branch_mass: unexplored probability mass below which a node is treated as fully expanded (0: only
+            when nothing is left; e.g. 0.02 keeps the search off the vocabulary's tail and lets subtrees finish).
+        stop_condition: ``fn(text) -> bool`` on the decoded output so far; True ends the output like EOS does
+            (e.g. ``SpectralReward.is_complete``: once the forecast has its numbers nothing later changes the reward).
         select: ``"best"`` returns the highest-reward output found; ``"sample"`` a Boltzmann descent (a draw from
             π* when the tree is complete). ``num_return_sequences`` outputs per prompt.
-        token_budget: token positions after the prompt the search may evaluate; never exceeded (a rollout starts only
-            if its longest possible completion fits), so comparisons at equal compute are conservative.
+        token_budget: token positions after the prompt the search may evaluate; never exceeded. A rollout starts when
+            an output as long as the longest so far still fits (``max_new_tokens`` before any) and rows are cut where
+            the budget ends (scored as they stand), so comparisons at equal compute are fair.
         tokenizer: decodes texts for the reward (without one, texts are the ids joined by spaces).
         reward_context: per-prompt data for the reward: one dict, or a list with one dict per prompt.
         proposal_processors: extra `LogitsProcessor`s applied before temperature/nucleus (e.g. value guidance).
@@ -512,6 +542,10 @@ def maxent_ts_generate(
             raise ValueError(f"{name} must be >= 1, got {value}.")
     if rollout_batch_size < 1:
         raise ValueError(f"rollout_batch_size must be >= 1, got {rollout_batch_size}.")
+    if unexplored_prior not in ("mean", "parent"):
+        raise ValueError(f"unexplored_prior must be 'mean' or 'parent', got {unexplored_prior!r}.")
+    if not 0.0 <= min_branch_mass < 1.0:
+        raise ValueError(f"min_branch_mass must be in [0, 1), got {min_branch_mass}.")
     if num_return_sequences is None:
         num_return_sequences = getattr(generation_config, "num_return_sequences", None) or 1
     extra = list(proposal_processors or []) + _user_processors(logits_processor)
@@ -529,6 +563,7 @@ def maxent_ts_generate(
         top_p=top_p,
         top_k=top_k,
         extra_processors=extra,
+        stop_condition=stop_condition,
     )
     if token_budget is not None and token_budget < settings.max_new_tokens:
         raise ValueError(
@@ -554,6 +589,8 @@ def maxent_ts_generate(
                     generator=generator,
                     rng=rng,
                     keep_all_distributions=commit_every is not None,
+                    unexplored_prior=unexplored_prior,
+                    min_branch_mass=min_branch_mass,
                 )
                 tree.run(
                     num_rollouts, rollout_batch_size, commit_every, token_budget, sample_commits=select == "sample"

@@ -449,6 +449,10 @@ def test_spectral_reward_prefers_a_continuation_that_keeps_the_spectrum():
     assert scores["half"] == pytest.approx(scores["truth"] / 2, abs=0.1)
     assert scores["garbage"] == 0.0 and scores["prose"] == pytest.approx(scores["truth"])
     assert parse_forecast("1, 2.5, -3, .5 and 7", None) == [1.0, 2.5, -3.0, 0.5]
+    three = SpectralReward(horizon=3)
+    assert [three.is_complete(t) for t in (" 1.2, 3.4, 5.", " 1.2, 3.4, 5.6", " 1.2, 3.4, 5.6,", "1, 2, 3, 4")] == [
+        False, False, True, True,
+    ]  # fmt: skip
     assert parse_forecast("no numbers") is None and parse_forecast("x 1, 2", strict=True) is None
     errors = forecast_errors(texts["half"], truth, history)
     assert errors["parsed"] == 0.5 and errors["mae"] > 0
@@ -628,6 +632,35 @@ def test_commit_and_reroot_and_token_budget():
     assert 60 - 12 < spent <= 60 and budgeted.rollouts < 1000  # never over: a rollout starts only if it fits
     with pytest.raises(ValueError, match="cannot pay for one rollout"):
         maxent_ts_generate(model, prompt, reward, max_new_tokens=12, token_budget=11)
+
+
+def test_stop_condition_ends_outputs_and_the_budget_is_spent_but_never_exceeded():
+    """A text-level stop (here: the output contains token 7) ends rollouts and best-of-N rows alike; outputs then have
+    varied lengths, and MaxEnt-TS spends its token budget without ever going over it (rows are cut at the end)."""
+    model = tiny_llama(16, seed=5, sharpen=1.0)
+    prompt = torch.tensor([[2, 9, 4]])
+    stop = lambda text: "7" in text.split()  # noqa: E731  (no tokenizer: texts are the ids joined by spaces)
+    reward = lambda texts, context: [len(ids) / 12 for ids in context.token_ids]  # noqa: E731
+    bon = best_of_n_generate(model, prompt, reward, n=6, max_new_tokens=12, seed=0, stop_condition=stop)
+    output = bon.sequences[0, 3:].tolist()
+    assert 7 not in output[:-1] and (output[-1] == 7 or len(output) == 12)
+    for seed in range(6):
+        out = maxent_ts_generate(
+            model, prompt, reward, num_rollouts=1000, mass_widening=True, expansion_k=16, max_depth=None, lam=5.0,
+            max_new_tokens=12, token_budget=50, rollout_batch_size=4, seed=seed, stop_condition=stop,
+            return_trees=True,
+        )  # fmt: skip
+        spent = out.stats[0].tokens_processed - out.stats[0].prompt_tokens
+        assert 50 - 12 < spent <= 50  # a rollout starts when the longest output so far still fits
+        stack = [out.trees[0]]
+        while stack:  # nothing grows below a node that ends an output
+            node = stack.pop()
+            assert not (node.token == 7 and node.children)
+            stack.extend(node.children.values())
+    with pytest.raises(ValueError, match="unexplored_prior"):
+        maxent_ts_generate(model, prompt, reward, max_new_tokens=4, unexplored_prior="max")
+    with pytest.raises(ValueError, match="min_branch_mass"):
+        maxent_ts_generate(model, prompt, reward, max_new_tokens=4, min_branch_mass=1.0)
 
 
 def test_mass_widening_first_rollout_is_a_draw_from_the_proposal(exact_setup):
