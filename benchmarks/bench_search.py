@@ -14,14 +14,16 @@ same number of token evaluations after the prompt (``token_budget``); beam searc
 "Equal NFE" here is NFE per sequence position (token evaluations): best-of-N evaluates its N rows in one batched call
 per position, so its forward *calls* are fewer; both counts are reported.
 
-    python benchmarks/bench_search.py                      # default run, about 40 minutes on 2 cores
+    python benchmarks/bench_search.py                      # default run, about 50 minutes on 2 cores
     python benchmarks/bench_search.py --prompts 1 --budgets 4
     python benchmarks/bench_search.py --tasks caption --output benchmarks/results/bench_search_caption.json
 
 MaxEnt-TS runs with probability-mass widening anywhere in the tree (``mass_widening=True, max_depth=None``, no cap
-on children) and λ = 100: settings chosen on the validation split (see the JSON's ``settings``); the token budget is a
-hard cap, so MaxEnt-TS never evaluates more tokens than best-of-N did. The summary pairs MaxEnt-TS with best-of-N on
-each prompt: mean difference, its standard error and wins/ties/losses.
+on children), unexplored tokens valued at the mean reward so far, ``min_branch_mass=0.02`` and λ = 100: settings
+chosen on the validation split (see the JSON's ``settings``). Forecast outputs of every method end once all ``horizon``
+numbers are written (``SpectralReward.is_complete`` as ``stop_condition``), so no method spends tokens that cannot
+change the reward. The token budget is a hard cap: MaxEnt-TS never evaluates more tokens than best-of-N did. The
+summary pairs MaxEnt-TS with best-of-N on each prompt: mean difference, its standard error and wins/ties/losses.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def run_method(method: str, model, inputs, task, budget: int, args, token_budget
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["forecast", "caption"], choices=["forecast", "caption"])
-    parser.add_argument("--prompts", type=int, default=8, help="held-out series per task")
+    parser.add_argument("--prompts", type=int, default=12, help="held-out series per task")
     parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16], help="N of best-of-N / beams")
     parser.add_argument("--history", type=int, default=32)
     parser.add_argument("--horizon", type=int, default=6)
@@ -184,7 +186,7 @@ def main() -> None:
     parser.add_argument("--mass_widening", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--widening_alpha", type=float, default=None)
     parser.add_argument("--unexplored_prior", default="mean", choices=["mean", "parent"])
-    parser.add_argument("--min_branch_mass", type=float, default=0.0)
+    parser.add_argument("--min_branch_mass", type=float, default=0.02)
     parser.add_argument("--split", default="test", choices=["test", "validation"], help="validation: for tuning")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seed", type=int, default=0)

@@ -663,6 +663,29 @@ def test_stop_condition_ends_outputs_and_the_budget_is_spent_but_never_exceeded(
         maxent_ts_generate(model, prompt, reward, max_new_tokens=4, min_branch_mass=1.0)
 
 
+def test_min_branch_mass_leaves_the_tail_of_each_node_unexplored():
+    """No child is added where less than ``min_branch_mass`` of p̃ is left unexplored; without it the tail fills up."""
+    model = tiny_llama(16, seed=6, sharpen=2.0)
+    prompt = torch.tensor([[1, 3, 5]])
+    common = dict(num_rollouts=300, mass_widening=True, expansion_k=16, max_depth=None, max_new_tokens=3, seed=0)
+
+    def covered_before_last_child(min_branch_mass):
+        out = maxent_ts_generate(
+            model, prompt, count_ones, min_branch_mass=min_branch_mass, rollout_batch_size=1, return_trees=True,
+            **common,
+        )  # fmt: skip
+        worst, stack = 0.0, [out.trees[0]]
+        while stack:
+            node = stack.pop()
+            if node.dist is not None and len(node.children) > 1:
+                earlier = list(node.children)[:-1]
+                worst = max(worst, float(node.dist.exp()[earlier].sum()))
+            stack.extend(node.children.values())
+        return worst
+
+    assert covered_before_last_child(0.3) < 0.7 < covered_before_last_child(0.0)
+
+
 def test_mass_widening_first_rollout_is_a_draw_from_the_proposal(exact_setup):
     """Mass widening forces nothing into the tree: before any value exists, a rollout is a plain draw from p̃."""
     model, prompt, p, _, _ = exact_setup
