@@ -12,6 +12,7 @@ length whatever ``n``; compare compute with ``tokens_processed``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,6 +63,19 @@ def _sample_rows(job: PromptJob, count: int, generator: torch.Generator | None) 
             lm.select_rows(state, keep)
             active = [active[i] for i in keep]
         dists = lm.step(state, torch.tensor([sequences[row][-1] for row in active]))
+
+
+def _pick_among_samples(count: int, generator: torch.Generator, choose: Callable[[list[float]], int]):
+    """A ``pick`` for :func:`_run`: ``count`` batched samples, all scored, the one ``choose(values)`` names returned."""
+
+    def pick(job: PromptJob) -> tuple[list[int], float]:
+        samples = _sample_rows(job, count, generator)
+        values = job.score(samples)
+        job.stats.rollouts = count
+        index = choose(values)
+        return samples[index], values[index]
+
+    return pick
 
 
 def _run(jobs, input_ids, settings, decode, pick) -> SearchOutput:
@@ -122,13 +136,7 @@ def best_of_n_generate(
     )  # fmt: skip
     generator = torch.Generator().manual_seed(seed if seed is not None else 0)
 
-    def pick(job):
-        samples = _sample_rows(job, n, generator)
-        values = job.score(samples)
-        best = max(range(n), key=lambda i: values[i])
-        job.stats.rollouts = n
-        return samples[best], values[best]
-
+    pick = _pick_among_samples(n, generator, choose=lambda values: max(range(n), key=lambda i: values[i]))
     return _run(jobs, input_ids, settings, make_decoder(kwargs.get("tokenizer")), pick)
 
 
@@ -154,12 +162,7 @@ def nucleus_generate(
     )  # fmt: skip
     generator = torch.Generator().manual_seed(seed if seed is not None else 0)
 
-    def pick(job):
-        samples = _sample_rows(job, num_samples, generator)
-        values = job.score(samples)
-        job.stats.rollouts = num_samples
-        return samples[0], values[0]
-
+    pick = _pick_among_samples(num_samples, generator, choose=lambda values: 0)
     return _run(jobs, input_ids, settings, make_decoder(kwargs.get("tokenizer")), pick)
 
 
