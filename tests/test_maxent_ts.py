@@ -1,6 +1,7 @@
 """MaxEnt-TS: exactness against enumeration, the reward and the series really used, exact NFE, KV reuse == recompute.
 
-Tiny random Llama models (hidden 32, 2 layers) built here with fixed seeds; the SmolLM2 tests are marked slow.
+Tiny random Llama models (`tiny.tiny_text_config`: hidden 32, 2 layers) with fixed seeds; the SmolLM2 tests are marked
+slow.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_text_config
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,20 +51,10 @@ def one_thread():
 
 def tiny_llama(vocab_size: int, seed: int = 0, sharpen: float = 1.0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=0,
-        bos_token_id=None,
-        tie_word_embeddings=False,
+    config = AutoConfig.for_model(
+        **tiny_text_config("llama", vocab_size), eos_token_id=vocab_size - 1, pad_token_id=0, bos_token_id=None
     )
-    model = LlamaForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(sharpen)  # random init is near-uniform; sharpen makes p̃ non-trivial
     model.generation_config.eos_token_id = vocab_size - 1
