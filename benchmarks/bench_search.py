@@ -27,6 +27,8 @@ chosen on the validation split (see the JSON's ``settings``). Forecast outputs o
 numbers are written (``SpectralReward.is_complete`` as ``stop_condition``), so no method spends tokens that cannot
 change the reward. The token budget is a hard cap: MaxEnt-TS never evaluates more tokens than best-of-N did. The
 summary pairs MaxEnt-TS with best-of-N on each prompt: mean difference, its standard error and wins/ties/losses.
+Each prompt has its own seed, shared by every method (`prompt_seed`). `best_of_n_pool.py` adds a lower-variance
+best-of-N reference to a result file.
 """
 
 from __future__ import annotations
@@ -142,18 +144,25 @@ def caption_metrics(text: str, reference: str, series: np.ndarray, reward: Featu
     }
 
 
+def prompt_seed(seed: int, index: int) -> int:
+    """A seed per prompt. One seed for every prompt would give every prompt the same random numbers, so similar prompts
+    draw similar samples and the average over prompts is nearly one draw (a lucky or unlucky stream for all)."""
+    return seed * 1_000_003 + index
+
+
 def run_method(method: str, model, inputs, task, budget: int, args, token_budget: int | None):
+    seed = task["seed"]
     common = dict(max_new_tokens=args.max_new_tokens, tokenizer=args.tokenizer, stop_condition=task.get("stop"))
     reward = task["reward"]
     if method == "greedy":
         return greedy_generate(model, inputs, reward, **common)
     if method == "nucleus":
         samples = max(args.budgets)
-        return nucleus_generate(model, inputs, reward, top_p=0.9, num_samples=samples, seed=args.seed, **common)
+        return nucleus_generate(model, inputs, reward, top_p=0.9, num_samples=samples, seed=seed, **common)
     if method == "beam":
         return beam_generate(model, inputs, reward, num_beams=budget, **common)
     if method == "best_of_n":
-        return best_of_n_generate(model, inputs, reward, n=budget, temperature=1.0, seed=args.seed, **common)
+        return best_of_n_generate(model, inputs, reward, n=budget, temperature=1.0, seed=seed, **common)
     return maxent_ts_generate(
         model,
         inputs,
@@ -169,7 +178,7 @@ def run_method(method: str, model, inputs, task, budget: int, args, token_budget
         unexplored_prior=args.unexplored_prior,
         min_branch_mass=args.min_branch_mass,
         widening_alpha=args.widening_alpha,
-        seed=args.seed,
+        seed=seed,
         **common,
     )
 
@@ -219,7 +228,8 @@ def main() -> None:
     rows = []
     start = time.perf_counter()
     for task_name, tasks in task_sets.items():
-        for task in tasks:
+        for index, task in enumerate(tasks):
+            task["seed"] = prompt_seed(args.seed, index)  # the same for every method: paired comparisons
             text = task["prompt"]
             if task["chat"]:
                 text = tokenizer.apply_chat_template(

@@ -1,0 +1,149 @@
+"""A low-variance best-of-N reference for `bench_search.py`: the expected best-of-N reward from a pool of samples.
+
+One best-of-N run per prompt and budget is a single draw of max(r_1..r_N), so paired differences with MaxEnt-TS are
+dominated by best-of-N's own luck. This script draws a pool of M > N samples per prompt (the same prompts, proposal and
+stop condition as the bench) and uses the unbiased estimator of E[max of N] over all N-subsets of the pool
+(sorted rewards r_(1) <= ... <= r_(M)):
+
+    E[max of N] = sum_{i=N..M} C(i-1, N-1) / C(M, N) * r_(i)
+
+It then pairs each MaxEnt-TS row of a bench result file with that expectation (MaxEnt-TS minus expected best-of-N,
+mean ± standard error over prompts) and reports the expected token cost of best-of-N (N times the pool's mean).
+
+    OMP_NUM_THREADS=1 python benchmarks/best_of_n_pool.py benchmarks/results/bench_search_forecast.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from math import comb
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_search import caption_tasks, forecast_tasks, prompt_seed  # noqa: E402
+
+from maxent_ts import best_of_n_generate  # noqa: E402
+
+
+def expected_max(values: list[float], n: int) -> float:
+    """Unbiased estimate of E[max of n i.i.d. draws] from a pool of ``len(values)`` >= n draws."""
+    ordered = sorted(values)
+    total = comb(len(ordered), n)
+    return sum(comb(i - 1, n - 1) * ordered[i - 1] for i in range(n, len(ordered) + 1)) / total
+
+
+class RecordingReward:
+    """Wraps a reward and keeps every value it returns."""
+
+    def __init__(self, reward):
+        self.reward, self.values = reward, []
+
+    def __call__(self, texts, context):
+        values = list(self.reward(texts, context))
+        self.values.extend(values)
+        return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bench_json", help="a result file of bench_search.py (one task)")
+    parser.add_argument("--pool", type=int, default=64, help="samples per prompt")
+    parser.add_argument("--seed", type=int, default=1, help="not the bench's seed: the pool is a fresh draw")
+    parser.add_argument("--output", default=None, help="default: <bench_json stem>_pool.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    bench = json.loads(Path(args.bench_json).read_text())
+    settings, rows = bench["settings"], bench["rows"]
+    tasks = set(r["task"] for r in rows)
+    if len(tasks) != 1:
+        raise SystemExit(f"{args.bench_json} holds the tasks {sorted(tasks)}; give a file of one task.")
+    task_name = tasks.pop()
+    budgets = sorted({r["budget"] for r in rows if r["method"] == "maxent_ts"})
+    if max(budgets) > args.pool:
+        raise SystemExit(f"--pool {args.pool} is smaller than the largest budget {max(budgets)}.")
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from opentslm_hub.offline_llm import smollm2_path
+
+    path = smollm2_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    if task_name == "forecast":
+        tasks = forecast_tasks(settings["prompts"], settings["history"], settings["horizon"], settings["split"])
+    else:
+        tasks = caption_tasks(settings["prompts"], settings["split"])
+
+    per_prompt = {}
+    for index, task in enumerate(tasks):
+        text = task["prompt"]
+        if task["chat"]:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        recorder = RecordingReward(task["reward"])
+        out = best_of_n_generate(
+            model,
+            tokenizer(text, return_tensors="pt"),
+            recorder,
+            n=args.pool,
+            temperature=1.0,
+            seed=prompt_seed(args.seed, index),
+            max_new_tokens=settings["max_new_tokens"],
+            tokenizer=tokenizer,
+            stop_condition=task.get("stop"),
+        )
+        stats = out.stats[0]
+        tokens_per_sample = (stats.tokens_processed - stats.prompt_tokens) / args.pool
+        per_prompt[task["id"]] = {
+            "tokens_per_sample": tokens_per_sample,
+            "expected_best_of_n": {n: expected_max(recorder.values, n) for n in budgets},
+            "pool_rewards": recorder.values,
+        }
+        print(f"{task['id'][-28:]:28} pool mean {statistics.mean(recorder.values):.3f} max {max(recorder.values):.3f}")
+
+    summary = []
+    print(f"\n{'N':>3}{'E[best-of-N]':>14}{'MaxEnt-TS':>11}{'diff ± s.e.':>18}{'W/L':>7}{'tokens BoN/MXT':>17}")
+    for n in budgets:
+        mxt = {r["id"]: r for r in rows if r["method"] == "maxent_ts" and r["budget"] == n and r["id"] in per_prompt}
+        diffs = [mxt[i]["reward"] - per_prompt[i]["expected_best_of_n"][n] for i in mxt]
+        entry = {
+            "budget": n,
+            "prompts": len(diffs),
+            "expected_best_of_n": statistics.mean(per_prompt[i]["expected_best_of_n"][n] for i in mxt),
+            "maxent_ts": statistics.mean(r["reward"] for r in mxt.values()),
+            "diff": statistics.mean(diffs),
+            "diff_stderr": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan"),
+            "wins": sum(d > 0 for d in diffs),
+            "losses": sum(d < 0 for d in diffs),
+            "best_of_n_tokens": statistics.mean(n * per_prompt[i]["tokens_per_sample"] for i in mxt),
+            "maxent_ts_tokens": statistics.mean(r["token_evals"] for r in mxt.values()),
+        }
+        summary.append(entry)
+        print(
+            f"{n:>3}{entry['expected_best_of_n']:>14.3f}{entry['maxent_ts']:>11.3f}"
+            f"{entry['diff']:>+11.3f} ± {entry['diff_stderr']:.3f}{entry['wins']:>4}/{entry['losses']:<3}"
+            f"{entry['best_of_n_tokens']:>9.0f} / {entry['maxent_ts_tokens']:.0f}"
+        )
+    output = Path(args.output or Path(args.bench_json).with_name(Path(args.bench_json).stem + "_pool.json"))
+    output.write_text(
+        json.dumps(
+            {"bench": args.bench_json, "task": task_name, "pool": args.pool, "seed": args.seed, "summary": summary}
+            | {"prompts": per_prompt},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
