@@ -134,14 +134,8 @@ def main() -> None:
             f"{entry['best_of_n_tokens']:>9.0f} / {entry['maxent_ts_tokens']:.0f}"
         )
     output = Path(args.output or Path(args.bench_json).with_name(Path(args.bench_json).stem + "_pool.json"))
-    output.write_text(
-        json.dumps(
-            {"bench": args.bench_json, "task": task_name, "pool": args.pool, "seed": args.seed, "summary": summary}
-            | {"prompts": per_prompt},
-            indent=2,
-        )
-        + "\n"
-    )
+    result = {"bench": args.bench_json, "task": task_name, "pool": args.pool, "seed": args.seed, "summary": summary}
+    output.write_text(json.dumps({**result, "prompts": per_prompt}, indent=2) + "\n")
     print(f"wrote {output}")
 
 
