@@ -11,6 +11,9 @@ It then pairs each MaxEnt-TS row of a bench result file with that expectation (M
 mean ± standard error over prompts) and reports the expected token cost of best-of-N (N times the pool's mean).
 
     OMP_NUM_THREADS=1 python benchmarks/best_of_n_pool.py benchmarks/results/bench_search_forecast.json
+    # MaxEnt-TS averaged over three bench seeds, against the pool drawn above:
+    python benchmarks/best_of_n_pool.py benchmarks/results/bench_search_forecast{,_seed2,_seed3}.json \\
+        --reuse benchmarks/results/bench_search_forecast_pool.json --output benchmarks/results/bench_search_forecast_seeds_pool.json
 """
 
 from __future__ import annotations
@@ -52,24 +55,8 @@ class RecordingReward:
         return values
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench_json", help="a result file of bench_search.py (one task)")
-    parser.add_argument("--pool", type=int, default=64, help="samples per prompt")
-    parser.add_argument("--seed", type=int, default=1, help="not the bench's seed: the pool is a fresh draw")
-    parser.add_argument("--output", default=None, help="default: <bench_json stem>_pool.json")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    bench = json.loads(Path(args.bench_json).read_text())
-    settings, rows = bench["settings"], bench["rows"]
-    tasks = set(r["task"] for r in rows)
-    if len(tasks) != 1:
-        raise SystemExit(f"{args.bench_json} holds the tasks {sorted(tasks)}; give a file of one task.")
-    task_name = tasks.pop()
-    budgets = sorted({r["budget"] for r in rows if r["method"] == "maxent_ts"})
-    if max(budgets) > args.pool:
-        raise SystemExit(f"--pool {args.pool} is smaller than the largest budget {max(budgets)}.")
-
+def draw_pools(settings: dict, task_name: str, pool: int, seed: int) -> dict[str, dict]:
+    """``pool`` best-of-N samples for each prompt of the bench: their rewards and the token evaluations per sample."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from opentslm_hub.offline_llm import smollm2_path
@@ -81,8 +68,7 @@ def main() -> None:
         tasks = forecast_tasks(settings["prompts"], settings["history"], settings["horizon"], settings["split"])
     else:
         tasks = caption_tasks(settings["prompts"], settings["split"])
-
-    per_prompt = {}
+    pools = {}
     for index, task in enumerate(tasks):
         text = task["prompt"]
         if task["chat"]:
@@ -94,38 +80,77 @@ def main() -> None:
             model,
             tokenizer(text, return_tensors="pt"),
             recorder,
-            n=args.pool,
+            n=pool,
             temperature=1.0,
-            seed=prompt_seed(args.seed, index),
+            seed=prompt_seed(seed, index),
             max_new_tokens=settings["max_new_tokens"],
             tokenizer=tokenizer,
             stop_condition=task.get("stop"),
         )
         stats = out.stats[0]
-        tokens_per_sample = (stats.tokens_processed - stats.prompt_tokens) / args.pool
-        per_prompt[task["id"]] = {
-            "tokens_per_sample": tokens_per_sample,
-            "expected_best_of_n": {n: expected_max(recorder.values, n) for n in budgets},
+        pools[task["id"]] = {
+            "tokens_per_sample": (stats.tokens_processed - stats.prompt_tokens) / pool,
             "pool_rewards": recorder.values,
         }
         print(f"{task['id'][-28:]:28} pool mean {statistics.mean(recorder.values):.3f} max {max(recorder.values):.3f}")
+    return pools
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "bench_json",
+        nargs="+",
+        help="result files of bench_search.py for one task and the same prompts (e.g. runs with several --seed); "
+        "MaxEnt-TS is averaged per prompt over them",
+    )
+    parser.add_argument("--pool", type=int, default=64, help="samples per prompt")
+    parser.add_argument("--seed", type=int, default=1, help="not a bench seed: the pool must be a fresh draw")
+    parser.add_argument("--reuse", default=None, help="a file this script wrote: pair with its pool, draw nothing")
+    parser.add_argument("--output", default=None, help="default: <first bench_json stem>_pool.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    benches = [json.loads(Path(path).read_text()) for path in args.bench_json]
+    settings = benches[0]["settings"]
+    rows = [row for bench in benches for row in bench["rows"]]
+    tasks = set(r["task"] for r in rows)
+    if len(tasks) != 1:
+        raise SystemExit(f"{args.bench_json} hold the tasks {sorted(tasks)}; give files of one task.")
+    task_name = tasks.pop()
+    if any(b["settings"]["seed"] == args.seed for b in benches) and args.reuse is None:
+        raise SystemExit(f"a bench ran with --seed {args.seed}; give the pool another --seed so the draws differ.")
+    budgets = sorted({r["budget"] for r in rows if r["method"] == "maxent_ts"})
+    if args.reuse:
+        earlier = json.loads(Path(args.reuse).read_text())
+        pools, args.pool, args.seed = earlier["prompts"], earlier["pool"], earlier["seed"]
+    else:
+        pools = draw_pools(settings, task_name, args.pool, args.seed)
+    if max(budgets) > args.pool:
+        raise SystemExit(f"the pool of {args.pool} is smaller than the largest budget {max(budgets)}.")
+    for entry in pools.values():
+        entry["expected_best_of_n"] = {n: expected_max(entry["pool_rewards"], n) for n in budgets}
 
     summary = []
     print(f"\n{'N':>3}{'E[best-of-N]':>14}{'MaxEnt-TS':>11}{'diff ± s.e.':>18}{'W/L':>7}{'tokens BoN/MXT':>17}")
     for n in budgets:
-        mxt = {r["id"]: r for r in rows if r["method"] == "maxent_ts" and r["budget"] == n and r["id"] in per_prompt}
-        diffs = [mxt[i]["reward"] - per_prompt[i]["expected_best_of_n"][n] for i in mxt]
+        runs: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["method"] == "maxent_ts" and r["budget"] == n and r["id"] in pools:
+                runs.setdefault(r["id"], []).append(r)
+        mxt = {i: statistics.mean(r["reward"] for r in group) for i, group in runs.items()}
+        diffs = [mxt[i] - pools[i]["expected_best_of_n"][n] for i in mxt]
         entry = {
             "budget": n,
             "prompts": len(diffs),
-            "expected_best_of_n": statistics.mean(per_prompt[i]["expected_best_of_n"][n] for i in mxt),
-            "maxent_ts": statistics.mean(r["reward"] for r in mxt.values()),
+            "maxent_ts_runs_per_prompt": statistics.mean(len(group) for group in runs.values()),
+            "expected_best_of_n": statistics.mean(pools[i]["expected_best_of_n"][n] for i in mxt),
+            "maxent_ts": statistics.mean(mxt.values()),
             "diff": statistics.mean(diffs),
             "diff_stderr": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan"),
             "wins": sum(d > 0 for d in diffs),
             "losses": sum(d < 0 for d in diffs),
-            "best_of_n_tokens": statistics.mean(n * per_prompt[i]["tokens_per_sample"] for i in mxt),
-            "maxent_ts_tokens": statistics.mean(r["token_evals"] for r in mxt.values()),
+            "best_of_n_tokens": statistics.mean(n * pools[i]["tokens_per_sample"] for i in mxt),
+            "maxent_ts_tokens": statistics.mean(r["token_evals"] for group in runs.values() for r in group),
         }
         summary.append(entry)
         print(
@@ -133,9 +158,10 @@ def main() -> None:
             f"{entry['diff']:>+11.3f} ± {entry['diff_stderr']:.3f}{entry['wins']:>4}/{entry['losses']:<3}"
             f"{entry['best_of_n_tokens']:>9.0f} / {entry['maxent_ts_tokens']:.0f}"
         )
-    output = Path(args.output or Path(args.bench_json).with_name(Path(args.bench_json).stem + "_pool.json"))
+    first = Path(args.bench_json[0])
+    output = Path(args.output or first.with_name(first.stem + "_pool.json"))
     result = {"bench": args.bench_json, "task": task_name, "pool": args.pool, "seed": args.seed, "summary": summary}
-    output.write_text(json.dumps({**result, "prompts": per_prompt}, indent=2) + "\n")
+    output.write_text(json.dumps({**result, "prompts": pools}, indent=2) + "\n")
     print(f"wrote {output}")
 
 
