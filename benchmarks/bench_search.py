@@ -144,6 +144,33 @@ def caption_metrics(text: str, reference: str, series: np.ndarray, reward: Featu
     }
 
 
+def build_tasks(name: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The held-out prompts of one task, from the bench's settings (``prompts``, ``split``, ``history``, ``horizon``)."""
+    if name == "forecast":
+        return forecast_tasks(settings["prompts"], settings["history"], settings["horizon"], settings["split"])
+    return caption_tasks(settings["prompts"], settings["split"])
+
+
+def load_smollm2():
+    """(tokenizer, model) of the offline SmolLM2-135M-Instruct in float32, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from opentslm_hub.offline_llm import smollm2_path
+
+    path = smollm2_path()
+    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def encode_prompt(tokenizer, task: dict[str, Any]):
+    """The task's prompt as model inputs, through the chat template when the task is a chat."""
+    text = task["prompt"]
+    if task["chat"]:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return tokenizer(text, return_tensors="pt")
+
+
 def prompt_seed(seed: int, index: int) -> int:
     """A seed per prompt. One seed for every prompt would give every prompt the same random numbers, so similar prompts
     draw similar samples and the average over prompts is nearly one draw (a lucky or unlucky stream for all)."""
@@ -210,32 +237,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from opentslm_hub.offline_llm import smollm2_path
-
-    path = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer, model = load_smollm2()
     args.tokenizer = tokenizer
-
-    task_sets = {}
-    if "forecast" in args.tasks:
-        task_sets["forecast"] = forecast_tasks(args.prompts, args.history, args.horizon, args.split)
-    if "caption" in args.tasks:
-        task_sets["caption"] = caption_tasks(args.prompts, args.split)
+    task_sets = {name: build_tasks(name, vars(args)) for name in args.tasks}
 
     rows = []
     start = time.perf_counter()
     for task_name, tasks in task_sets.items():
         for index, task in enumerate(tasks):
             task["seed"] = prompt_seed(args.seed, index)  # the same for every method: paired comparisons
-            text = task["prompt"]
-            if task["chat"]:
-                text = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-                )
-            inputs = tokenizer(text, return_tensors="pt")
+            inputs = encode_prompt(tokenizer, task)
             for budget in args.budgets:
                 token_budget = None
                 for method in METHODS:

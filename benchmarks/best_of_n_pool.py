@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_search import caption_tasks, forecast_tasks, prompt_seed  # noqa: E402
+from bench_search import build_tasks, encode_prompt, load_smollm2, prompt_seed  # noqa: E402
 
 from maxent_ts import best_of_n_generate  # noqa: E402
 
@@ -57,28 +57,13 @@ class RecordingReward:
 
 def draw_pools(settings: dict, task_name: str, pool: int, seed: int) -> dict[str, dict]:
     """``pool`` best-of-N samples for each prompt of the bench: their rewards and the token evaluations per sample."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from opentslm_hub.offline_llm import smollm2_path
-
-    path = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    if task_name == "forecast":
-        tasks = forecast_tasks(settings["prompts"], settings["history"], settings["horizon"], settings["split"])
-    else:
-        tasks = caption_tasks(settings["prompts"], settings["split"])
+    tokenizer, model = load_smollm2()
     pools = {}
-    for index, task in enumerate(tasks):
-        text = task["prompt"]
-        if task["chat"]:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
+    for index, task in enumerate(build_tasks(task_name, settings)):
         recorder = RecordingReward(task["reward"])
         out = best_of_n_generate(
             model,
-            tokenizer(text, return_tensors="pt"),
+            encode_prompt(tokenizer, task),
             recorder,
             n=pool,
             temperature=1.0,
