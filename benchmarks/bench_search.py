@@ -20,6 +20,12 @@ per position, so its forward *calls* are fewer; both counts are reported.
         --output benchmarks/results/bench_search_forecast.json
     OMP_NUM_THREADS=1 python benchmarks/bench_search.py --tasks caption --prompts 16 \
         --output benchmarks/results/bench_search_caption.json
+    # MaxEnt-TS (and the best-of-N run that sets its token budget) only: 20 more forecasts that no setting was
+    # chosen on, and the test split at N = 32 (about 20 minutes each)
+    OMP_NUM_THREADS=1 python benchmarks/bench_search.py --tasks forecast --prompts 20 --split train \
+        --methods maxent_ts --output benchmarks/results/bench_search_forecast_train.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_search.py --tasks forecast --prompts 20 --budgets 32 \
+        --methods maxent_ts --output benchmarks/results/bench_search_forecast_n32.json
 
 MaxEnt-TS runs with probability-mass widening anywhere in the tree (``mass_widening=True, max_depth=None``, no cap
 on children), unexplored tokens valued at the mean reward so far, ``min_branch_mass=0.02`` and λ = 100: settings
@@ -226,7 +232,13 @@ def main() -> None:
     parser.add_argument("--widening_alpha", type=float, default=None)
     parser.add_argument("--unexplored_prior", default="mean", choices=["mean", "parent"])
     parser.add_argument("--min_branch_mass", type=float, default=0.02)
-    parser.add_argument("--split", default="test", choices=["test", "validation"], help="validation: for tuning")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation", "train"],
+        help="validation: for tuning; train: more prompts none of the settings were chosen on (the bench's SmolLM2 "
+        "was never trained on any split)",
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
