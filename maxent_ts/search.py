@@ -18,7 +18,7 @@ best-of-N at equal compute. ``mass_widening=True`` replaces it: along the descen
 being v̂ for evaluated children and the mean reward so far for unexplored tokens, and a rollout starts at the first
 token that has no evaluated child. Paths that beat the baseline are followed deep before branching (rollouts there are
 short, so more of them fit in a budget); paths below it are left early. With ``max_depth=None`` this is the setting
-``benchmarks/bench_search.py`` compares with best-of-N (ahead on captions, level on forecasts: see the
+``benchmarks/bench_search.py`` compares with best-of-N (ahead on both tasks, by small margins: see the
 README). Backups and the Boltzmann output are the same in both modes.
 
 Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
