@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 def run_script(*args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{args[0]} failed:\n{done.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")
