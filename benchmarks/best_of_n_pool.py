@@ -14,6 +14,11 @@ mean ± standard error over prompts) and reports the expected token cost of best
     # MaxEnt-TS averaged over three bench seeds, against the pool drawn above:
     python benchmarks/best_of_n_pool.py benchmarks/results/bench_search_forecast{,_seed2,_seed3}.json \\
         --reuse benchmarks/results/bench_search_forecast_pool.json --output benchmarks/results/bench_search_forecast_seeds_pool.json
+    # two prompt sets (test and train splits), each with the pool drawn for it:
+    python benchmarks/best_of_n_pool.py benchmarks/results/bench_search_forecast{,_seed2,_seed3}.json \\
+        benchmarks/results/bench_search_forecast_train{,_seed2,_seed3}.json \\
+        --reuse benchmarks/results/bench_search_forecast{,_train}_pool.json \\
+        --output benchmarks/results/bench_search_forecast_40_pool.json
 """
 
 from __future__ import annotations
@@ -86,12 +91,17 @@ def main() -> None:
     parser.add_argument(
         "bench_json",
         nargs="+",
-        help="result files of bench_search.py for one task and the same prompts (e.g. runs with several --seed); "
-        "MaxEnt-TS is averaged per prompt over them",
+        help="result files of bench_search.py for one task (e.g. runs with several --seed); MaxEnt-TS is averaged "
+        "per prompt over them. Files of other prompt sets (another --split) need --reuse with a pool of each set",
     )
     parser.add_argument("--pool", type=int, default=64, help="samples per prompt")
     parser.add_argument("--seed", type=int, default=1, help="not a bench seed: the pool must be a fresh draw")
-    parser.add_argument("--reuse", default=None, help="a file this script wrote: pair with its pool, draw nothing")
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=None,
+        help="files this script wrote: pair with their pools (one per prompt set, merged), draw nothing",
+    )
     parser.add_argument("--output", default=None, help="default: <first bench_json stem>_pool.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -106,10 +116,24 @@ def main() -> None:
         raise SystemExit(f"a bench ran with --seed {args.seed}; give the pool another --seed so the draws differ.")
     budgets = sorted({r["budget"] for r in rows if r["method"] == "maxent_ts"})
     if args.reuse:
-        earlier = json.loads(Path(args.reuse).read_text())
-        pools, args.pool, args.seed = earlier["prompts"], earlier["pool"], earlier["seed"]
+        earlier = [json.loads(Path(path).read_text()) for path in args.reuse]
+        if len({e["pool"] for e in earlier}) != 1:
+            raise SystemExit(f"the pools of {args.reuse} have different sizes; give pools of one size.")
+        pools = {prompt: entry for e in earlier for prompt, entry in e["prompts"].items()}
+        args.pool = earlier[0]["pool"]
+        seeds = sorted({e["seed"] for e in earlier})
+        args.seed = seeds[0] if len(seeds) == 1 else seeds
     else:
+        prompt_sets = {(b["settings"]["split"], b["settings"]["prompts"]) for b in benches}
+        if len(prompt_sets) != 1:
+            raise SystemExit(
+                f"{args.bench_json} use different prompts {sorted(prompt_sets)}: draw a pool for each set, then "
+                "pair them all with --reuse."
+            )
         pools = draw_pools(settings, task_name, args.pool, args.seed)
+    missing = sorted({r["id"] for r in rows if r["method"] == "maxent_ts"} - set(pools))
+    if missing:
+        raise SystemExit(f"no pool for the prompts {missing[:5]} ({len(missing)} in all): --reuse a pool with them.")
     if max(budgets) > args.pool:
         raise SystemExit(f"the pool of {args.pool} is smaller than the largest budget {max(budgets)}.")
     for entry in pools.values():
@@ -120,7 +144,7 @@ def main() -> None:
     for n in budgets:
         runs: dict[str, list[dict]] = {}
         for r in rows:
-            if r["method"] == "maxent_ts" and r["budget"] == n and r["id"] in pools:
+            if r["method"] == "maxent_ts" and r["budget"] == n:
                 runs.setdefault(r["id"], []).append(r)
         mxt = {i: statistics.mean(r["reward"] for r in group) for i, group in runs.items()}
         diffs = [mxt[i] - pools[i]["expected_best_of_n"][n] for i in mxt]
