@@ -26,6 +26,7 @@ per position, so its forward *calls* are fewer; both counts are reported.
         --methods maxent_ts --output benchmarks/results/bench_search_forecast_train.json
     OMP_NUM_THREADS=1 python benchmarks/bench_search.py --tasks forecast --prompts 20 --budgets 32 \
         --methods maxent_ts --output benchmarks/results/bench_search_forecast_n32.json
+    # bench_search_caption_train.json: --tasks caption --prompts 16 --split train --methods maxent_ts
     # the *_seed2 / *_seed3 files: the same commands with --seed 2 / --seed 3 (and --methods maxent_ts)
 
 MaxEnt-TS runs with probability-mass widening anywhere in the tree (``mass_widening=True, max_depth=None``, no cap
