@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_runner import run_benchmark
 
 pytestmark = pytest.mark.slow
 
 
-def run_script(*args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{args[0]} failed:\n{done.stderr[-3000:]}"
+def run_script(script: str, *args: str) -> None:
+    done = run_benchmark(script, *args)
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, smollm2_dir):
     output = tmp_path_factory.mktemp("bench") / "bench.json"
     run_script(
-        "benchmarks/bench_search.py",
+        "bench_search.py",
         *("--tasks", "forecast", "caption", "--prompts", "1", "--budgets", "2", "--max_new_tokens", "16"),
         *("--split", "validation", "--output", str(output)),
     )
@@ -52,7 +46,7 @@ def test_best_of_n_pool_pairs_maxent_ts_with_the_expected_best_of_n(bench, tmp_p
     result["rows"] = [r for r in result["rows"] if r["task"] == "forecast"]
     forecast_only.write_text(json.dumps(result))
     output = tmp_path / "pool.json"
-    run_script("benchmarks/best_of_n_pool.py", str(forecast_only), "--pool", "3", "--output", str(output))
+    run_script("best_of_n_pool.py", str(forecast_only), "--pool", "3", "--output", str(output))
     pool = json.loads(output.read_text())
     (entry,) = pool["summary"]
     prompt = next(iter(pool["prompts"].values()))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_runner import run_benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -52,18 +52,13 @@ def _pool(path: Path, pools: dict[str, list[float]]) -> Path:
     return path
 
 
-def run_pool_script(*args) -> subprocess.CompletedProcess:
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "best_of_n_pool.py"
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
 def test_pools_of_two_prompt_sets_are_merged_and_every_prompt_needs_one(tmp_path):
     test = _bench(tmp_path / "test.json", "test", {"a": 0.5, "b": 0.9})
     train = _bench(tmp_path / "train.json", "train", {"c": 0.4})
     test_pool = _pool(tmp_path / "test_pool.json", {"a": [0.1, 0.2, 0.3], "b": [0.5, 0.6, 0.7]})
     train_pool = _pool(tmp_path / "train_pool.json", {"c": [0.4, 0.4, 1.0]})
     output = tmp_path / "both.json"
-    done = run_pool_script(test, train, "--reuse", test_pool, train_pool, "--output", output)
+    done = run_benchmark("best_of_n_pool.py", test, train, "--reuse", test_pool, train_pool, "--output", output)
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(output.read_text())["summary"]
     expected = [
@@ -73,7 +68,7 @@ def test_pools_of_two_prompt_sets_are_merged_and_every_prompt_needs_one(tmp_path
     ]
     assert entry["prompts"] == 3 and entry["diff"] == pytest.approx(statistics.mean(expected))
 
-    done = run_pool_script(test, train, "--reuse", test_pool, "--output", output)
+    done = run_benchmark("best_of_n_pool.py", test, train, "--reuse", test_pool, "--output", output)
     assert done.returncode != 0 and "no pool for the prompts ['c']" in done.stderr
-    done = run_pool_script(test, train, "--output", output)
+    done = run_benchmark("best_of_n_pool.py", test, train, "--output", output)
     assert done.returncode != 0 and "use different prompts" in done.stderr
