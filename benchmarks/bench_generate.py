@@ -46,7 +46,7 @@ def build(tiny: bool, dtype: torch.dtype):
         from opentslm_hub.offline_llm import smollm2_path
 
         path = str(smollm2_path())
-        processor = OpenTSLMProcessor.from_llm(path)
+        processor = OpenTSLMProcessor.from_llm(path, use_chat_template=True)
         model = OpenTSLMForCausalLM.from_llm(path, processor, dtype=dtype)
     return model.to(dtype).eval(), processor
 

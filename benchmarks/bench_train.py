@@ -31,9 +31,10 @@ def rss_mb() -> float:
 
 def caption_batch(processor, batch_size: int):
     from hub_datasets.offline import load_offline
+    from recipes.collator import OpenTSLMDataCollator
 
     records = list(load_offline("captions_bundled")["train"].select(range(batch_size)))
-    return processor.encode_records(records), records
+    return OpenTSLMDataCollator(processor)(records), records
 
 
 def measure(dtype: torch.dtype, lora: bool, steps: int, warmup: int, batch_size: int) -> dict:
@@ -42,7 +43,7 @@ def measure(dtype: torch.dtype, lora: bool, steps: int, warmup: int, batch_size:
 
     path = str(smollm2_path())
     torch.manual_seed(0)
-    processor = OpenTSLMProcessor.from_llm(path)
+    processor = OpenTSLMProcessor.from_llm(path, use_chat_template=True)
     model = OpenTSLMForCausalLM.from_llm(path, processor, dtype=dtype)
     if lora:
         model.add_lora()

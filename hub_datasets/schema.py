@@ -1,7 +1,7 @@
 """The one record schema shared by every curriculum stage and every offline set.
 
 A record is one prompt with its series and its answer. The processor
-(`modeling_opentslm.processing_opentslm.OpenTSLMProcessor.prepare_record`) consumes it directly.
+(`recipes.collator.record_inputs`) turns it into the processor's arguments.
 
 - ``time_series`` holds one entry per *channel*, in prompt order. A 3-axis accelerometer window is three
   entries, a 12-lead ECG twelve. ``values`` are the raw (un-normalised) samples; the processor z-normalises

@@ -1,14 +1,14 @@
-"""Processor for OpenTSLM: turns text plus time series into model inputs.
+"""Processor for OpenTSLM: text plus time series in, model inputs out.
 
-It owns the text side of the series. For every series it z-normalises the values, writes the sentence that states
-the original mean and std (the model sees the scale only there), pads the values to a multiple of the patch size
-and writes one placeholder token per patch where the series belongs in the text.
+The feature extractor (`OpenTSLMFeatureExtractor`) checks, normalises and pads the series; this processor owns the
+text side: it writes, for every channel, the sentence that states the original mean and std (the model sees the
+scale only there) followed by one placeholder token per patch, where the series belongs in the prompt, and tokenises.
+Labels for training are the data collator's business (see `recipes/collator.py`), not the processor's.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,42 +17,47 @@ from transformers import AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .feature_extraction_opentslm import OpenTSLMFeatureExtractor, _is_number_list
+
 DEFAULT_SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}:"
-IGNORE_INDEX = -100
+SERIES_STATISTICS = ("time_series_mean", "time_series_std", "time_series_num_channels")
 
 
 class OpenTSLMProcessor(ProcessorMixin):
     r"""
-    Constructs an OpenTSLM processor around a tokenizer.
+    Constructs an OpenTSLM processor from a feature extractor and the LLM's tokenizer.
 
     Args:
+        feature_extractor (`OpenTSLMFeatureExtractor`, *optional*): checks, normalises and pads the series (default
+            settings when not given).
         tokenizer: the LLM's tokenizer, holding `ts_token` as a special token (see `from_llm`).
         chat_template (`str`, *optional*): overrides the tokenizer's chat template.
-        patch_size (`int`, defaults to 4): samples per encoder patch; must equal the model's.
-        max_series_length (`int`, defaults to 4096): longest series accepted (the encoder's `max_patches * patch_size`).
         ts_token (`str`, defaults to `"<ts>"`): the placeholder; in a prompt, one marks where one series goes; in the
             model inputs, one stands for one patch.
         series_text (`str`): default sentence introducing a series, formatted with `mean`, `std` and `channel`.
-        normalize_eps (`float`, defaults to 1e-8): added to the std when z-normalising.
+        use_chat_template (`bool`, defaults to `False`): the prompt format. `True`: `format_prompt` wraps the prompt
+            in the chat template and `__call__` adds no special tokens (the template holds them, so a template that
+            starts with BOS does not get a second one). `False`: plain text, tokenised with the tokenizer's special
+            tokens (BOS where the tokenizer adds one). Saved with the processor, so a trained model is prompted the
+            way it was trained.
     """
 
     def __init__(
         self,
+        feature_extractor=None,
         tokenizer=None,
         chat_template: str | None = None,
-        patch_size: int = 4,
-        max_series_length: int = 4096,
         ts_token: str = "<ts>",
         series_text: str = DEFAULT_SERIES_TEXT,
-        normalize_eps: float = 1e-8,
+        use_chat_template: bool = False,
         **kwargs,
     ):
-        self.patch_size = patch_size
-        self.max_series_length = max_series_length
         self.ts_token = ts_token
         self.series_text = series_text
-        self.normalize_eps = normalize_eps
-        super().__init__(tokenizer, chat_template=chat_template)
+        self.use_chat_template = use_chat_template
+        if feature_extractor is None:
+            feature_extractor = OpenTSLMFeatureExtractor()
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
         if self.tokenizer.pad_token_id is None:
             raise ValueError(
                 "The tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token) or build "
@@ -65,10 +70,26 @@ class OpenTSLMProcessor(ProcessorMixin):
                 "with tokenizer.add_special_tokens({'additional_special_tokens': [...]}) or use OpenTSLMProcessor."
                 "from_llm."
             )
+        if use_chat_template and self.tokenizer.chat_template is None and self.chat_template is None:
+            raise ValueError(
+                "use_chat_template=True but the tokenizer has no chat template; pass chat_template or use plain text "
+                "(use_chat_template=False)."
+            )
 
     @classmethod
-    def from_llm(cls, llm_name_or_path: str, *, ts_token: str = "<ts>", **kwargs) -> OpenTSLMProcessor:
-        """Load the LLM's tokenizer, add the placeholder token and a pad token if missing, pad on the left."""
+    def from_llm(
+        cls,
+        llm_name_or_path: str,
+        *,
+        ts_token: str = "<ts>",
+        use_chat_template: bool = False,
+        feature_extractor: OpenTSLMFeatureExtractor | None = None,
+        **kwargs,
+    ) -> OpenTSLMProcessor:
+        """Load the LLM's tokenizer, add the placeholder token and a pad token if missing, pad on the left.
+
+        `revision`, `token` and `cache_dir` go to the tokenizer; other keyword arguments go to the processor.
+        """
         tokenizer_kwargs = {k: kwargs.pop(k) for k in ("revision", "token", "cache_dir") if k in kwargs}
         tokenizer = AutoTokenizer.from_pretrained(llm_name_or_path, **tokenizer_kwargs)
         if ts_token not in tokenizer.get_vocab():
@@ -76,7 +97,13 @@ class OpenTSLMProcessor(ProcessorMixin):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
-        return cls(tokenizer=tokenizer, ts_token=ts_token, **kwargs)
+        return cls(
+            feature_extractor=feature_extractor if feature_extractor is not None else OpenTSLMFeatureExtractor(),
+            tokenizer=tokenizer,
+            ts_token=ts_token,
+            use_chat_template=use_chat_template,
+            **kwargs,
+        )
 
     @property
     def ts_token_id(self) -> int:
@@ -84,125 +111,35 @@ class OpenTSLMProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "time_series", "time_series_mask"]
+        return ["input_ids", "attention_mask", *self.feature_extractor.model_input_names]
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Series
-    # ------------------------------------------------------------------------------------------------------------
-    def num_patches(self, length: int) -> int:
-        return math.ceil(length / self.patch_size)
-
-    def _as_channels(self, series: Any, where: str) -> np.ndarray:
-        """One series as a float64 array `(channels, length)`, after checking every way it can be wrong."""
-        if isinstance(series, torch.Tensor):
-            series = series.detach().cpu().numpy()
-        try:
-            values = np.asarray(series, dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{where} is not numeric or not rectangular ({error}); give a 1-D sequence of numbers or a 2-D "
-                "(channels, length) array."
-            ) from None
-        if values.ndim == 1:
-            values = values[None, :]
-        if values.ndim != 2:
-            raise ValueError(f"{where} has shape {values.shape}; expected 1-D (length,) or 2-D (channels, length).")
-        if values.shape[0] == 0 or values.shape[1] == 0:
-            raise ValueError(f"{where} is empty (shape {values.shape}); every series needs at least one value.")
-        if values.shape[1] > self.max_series_length:
-            raise ValueError(
-                f"{where} has {values.shape[1]} values, more than max_series_length={self.max_series_length} "
-                f"({self.max_series_length // self.patch_size} patches of {self.patch_size}); shorten or downsample "
-                "it. Nothing is truncated silently."
-            )
-        finite = np.isfinite(values)
-        if not finite.all():
-            channel, step = (int(i[0]) for i in np.nonzero(~finite))
-            raise ValueError(
-                f"{where} has a non-finite value ({values[channel, step]}) at channel {channel}, step {step}; "
-                "remove or impute NaN/inf before processing."
-            )
-        return values
-
-    def normalize(self, values: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """z-normalise one channel: `(x - mean) / (std + eps)` with the population std. A constant channel becomes
-        zeros (std 0), never NaN."""
-        mean = float(values.mean())
-        std = float(values.std())
-        return (values - mean) / (std + self.normalize_eps), mean, std
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Prompts
-    # ------------------------------------------------------------------------------------------------------------
     def format_prompt(
-        self,
-        pre_prompt: str,
-        post_prompt: str = "",
-        num_series: int = 1,
-        *,
-        use_chat_template: bool | None = None,
-        system_prompt: str | None = None,
+        self, pre_prompt: str, post_prompt: str = "", num_series: int = 1, *, system_prompt: str | None = None
     ) -> str:
         """The prompt with one `ts_token` marker per series between `pre_prompt` and `post_prompt`, wrapped in the
-        tokenizer's chat template (with the generation prompt) when it has one, unless `use_chat_template=False`."""
+        chat template (with the generation prompt) when the processor's `use_chat_template` is set."""
         parts = [pre_prompt.strip(), *([self.ts_token] * num_series), post_prompt.strip()]
         content = "\n".join(part for part in parts if part)
-        if use_chat_template is None:
-            use_chat_template = self.tokenizer.chat_template is not None
-        if not use_chat_template:
+        if not self.use_chat_template:
+            if system_prompt is not None:
+                raise ValueError("system_prompt needs the chat template; this processor uses plain text.")
             return content
         messages = [{"role": "user", "content": content}]
         if system_prompt is not None:
             messages.insert(0, {"role": "system", "content": system_prompt})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def prepare_record(self, record: Mapping[str, Any], *, use_chat_template: bool | None = None) -> dict[str, Any]:
-        """Turn one record of the shared schema (`hub_datasets.schema`) into the arguments of `__call__`: the text
-        with one marker per channel entry, the channels as series and their introducing sentences."""
-        entries = record["time_series"]
-        if isinstance(entries, Mapping):  # column-oriented (datasets' Sequence of dict)
-            entries = [dict(zip(entries, values)) for values in zip(*entries.values())]
-        return {
-            "text": self.format_prompt(
-                record["pre_prompt"], record["post_prompt"], len(entries), use_chat_template=use_chat_template
-            ),
-            "time_series": [entry["values"] for entry in entries],
-            "time_series_text": [entry["text"] for entry in entries],
-            "answer": record.get("answer"),
-        }
-
-    def encode_records(
-        self,
-        records: Sequence[Mapping[str, Any]],
-        *,
-        with_answers: bool = True,
-        use_chat_template: bool | None = None,
-        return_tensors: str = "pt",
-    ) -> BatchFeature:
-        """Batch records for training (`with_answers=True`: labels on the answer only) or for generation."""
-        prepared = [self.prepare_record(record, use_chat_template=use_chat_template) for record in records]
-        if with_answers:
-            missing = [i for i, p in enumerate(prepared) if not p["answer"]]
-            if missing:
-                raise ValueError(f"Records at positions {missing} have no answer; training needs one per record.")
-        return self(
-            text=[p["text"] for p in prepared],
-            time_series=[p["time_series"] for p in prepared],
-            time_series_text=[p["time_series_text"] for p in prepared],
-            answers=[p["answer"] for p in prepared] if with_answers else None,
-            return_tensors=return_tensors,
+        template = self.chat_template if isinstance(self.chat_template, str) else None
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
         )
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Main entry point
-    # ------------------------------------------------------------------------------------------------------------
     def __call__(
         self,
         text: str | Sequence[str],
         time_series: Any = None,
         time_series_text: Any = None,
-        answers: str | Sequence[str] | None = None,
         *,
+        add_special_tokens: bool | None = None,
+        padding: bool = True,
         padding_side: str = "left",
         max_length: int | None = None,
         return_tensors: str | None = "pt",
@@ -218,78 +155,91 @@ class OpenTSLMProcessor(ProcessorMixin):
             time_series_text: per sample, per series, the sentence introducing it: a template formatted with
                 `mean`, `std` (the raw channel's) and `channel`, or for a multi-channel series a list with one
                 template per channel. Defaults to `self.series_text`.
-            answers: per sample, the target text. When given, the answer tokens and an EOS token follow the
-                prompt, and `labels` are returned: -100 everywhere except on the answer and its EOS.
-            padding_side: `"left"` (default; right for generation and for training) or `"right"`.
+            add_special_tokens: whether the tokenizer adds its special tokens (BOS...); defaults to
+                `not self.use_chat_template` (templated text holds them already).
+            padding: pad the text to the longest sample (`False`: lists of different lengths, with
+                `return_tensors=None`).
+            padding_side: `"left"` (default) or `"right"`.
             max_length: if set, a sample longer than this raises an error; nothing is truncated.
+            return_tensors: `"pt"`, `"np"` or `None` (nested lists).
 
         Returns:
-            `BatchFeature` with `input_ids`, `attention_mask`, `time_series` `(batch, max_series, length)` (float32,
-            z-normalised, zero-padded to a multiple of the patch size), `time_series_mask` (1 where a value is real;
-            absent series are all-zero rows), and `labels` when `answers` is given.
+            `BatchFeature` with `input_ids`, `attention_mask` and the feature extractor's `time_series` and
+            `time_series_mask` (absent when no sample has a series).
         """
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}.")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        if not padding and return_tensors is not None:
+            raise ValueError("padding=False gives samples of different lengths; use it with return_tensors=None.")
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         if not texts:
             raise ValueError("text is empty; give at least one prompt.")
         series_batch = self._batch_series(time_series, len(texts), single)
         texts_batch = self._batch_series_text(time_series_text, series_batch, single)
-        if answers is not None:
-            answers = [answers] if isinstance(answers, str) else list(answers)
-            if len(answers) != len(texts):
-                raise ValueError(f"Got {len(answers)} answers for {len(texts)} prompts; give one answer per prompt.")
+        features = self.feature_extractor(series_batch, return_statistics=True, return_tensors="np")
+        statistics = {name: features.pop(name) for name in SERIES_STATISTICS}
+        mask = features.get("time_series_mask")
 
-        rows: list[list[np.ndarray]] = []
-        expanded_texts = []
-        for index, (prompt, sample_series, sample_texts) in enumerate(zip(texts, series_batch, texts_batch)):
-            expansions, channels = [], []
-            for k, (series, template) in enumerate(zip(sample_series, sample_texts)):
-                values = self._as_channels(series, where=f"Sample {index}, series {k}")
-                templates = self._channel_templates(template, values.shape[0], where=f"sample {index}, series {k}")
+        if add_special_tokens is None:
+            add_special_tokens = not self.use_chat_template
+        input_ids = []
+        for index, (prompt, sample_texts) in enumerate(zip(texts, texts_batch)):
+            row, expansions = 0, []
+            for k, template in enumerate(sample_texts):
+                num_channels = int(statistics["time_series_num_channels"][index, k])
+                templates = self._channel_templates(template, num_channels, where=f"sample {index}, series {k}")
                 pieces = []
-                for channel, (raw, channel_template) in enumerate(zip(values, templates)):
-                    normalized, mean, std = self.normalize(raw)
-                    intro = channel_template.format(mean=mean, std=std, channel=channel)
-                    pieces.append(intro + self.ts_token * self.num_patches(raw.shape[0]))
-                    channels.append(normalized)
+                for channel, channel_template in enumerate(templates):
+                    length = int(mask[index, row].sum())
+                    intro = channel_template.format(
+                        mean=float(statistics["time_series_mean"][index, row]),
+                        std=float(statistics["time_series_std"][index, row]),
+                        channel=channel,
+                    )
+                    pieces.append(intro + self.ts_token * self.feature_extractor.num_patches(length))
+                    row += 1
                 expansions.append("\n".join(pieces))
-            expanded_texts.append(self._insert_series(prompt, expansions, index))
-            rows.append(channels)
-
-        input_ids, labels = [], []
-        for index, prompt in enumerate(expanded_texts):
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-            expected = sum(self.num_patches(len(c)) for c in rows[index])
+            expanded = self._insert_series(prompt, expansions, index)
+            ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+            expected = (
+                0 if mask is None else sum(self.feature_extractor.num_patches(int(m.sum())) for m in mask[index])
+            )
             found = ids.count(self.ts_token_id)
             if found != expected:
                 raise ValueError(
                     f"Sample {index}: the prompt holds {found} placeholder tokens after expansion but its series have "
                     f"{expected} patches. Remove literal {self.ts_token!r} text that is not a series marker."
                 )
-            target = [IGNORE_INDEX] * len(ids)
-            if answers is not None:
-                answer_ids = self.tokenizer(answers[index], add_special_tokens=False)["input_ids"]
-                answer_ids = answer_ids + [self.tokenizer.eos_token_id]
-                if self.ts_token_id in answer_ids:
-                    raise ValueError(f"Sample {index}: the answer contains the placeholder {self.ts_token!r}.")
-                ids = ids + answer_ids
-                target = target + answer_ids
             if max_length is not None and len(ids) > max_length:
                 raise ValueError(
                     f"Sample {index} has {len(ids)} tokens, more than max_length={max_length}; raise max_length or "
                     "shorten the prompt or series. Nothing is truncated silently."
                 )
             input_ids.append(ids)
-            labels.append(target)
 
-        data = self._pad_text(input_ids, labels if answers is not None else None, padding_side)
-        data.update(self._pad_series(rows))
+        if padding:
+            data = self.pad_text(input_ids, padding_side=padding_side)
+        else:
+            data = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
+        data.update(features)
         if return_tensors is None:
-            data = {key: value.tolist() for key, value in data.items()}
+            data = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in data.items()}
             return BatchFeature(data)
         return BatchFeature(data, tensor_type=return_tensors)
+
+    def pad_text(self, input_ids: list[list[int]], padding_side: str = "left") -> dict[str, np.ndarray]:
+        """Pad token id lists with the pad token to the longest; returns `input_ids` and `attention_mask`."""
+        longest = max(len(ids) for ids in input_ids)
+        ids_out = np.full((len(input_ids), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask_out = np.zeros((len(input_ids), longest), dtype=np.int64)
+        for row, ids in enumerate(input_ids):
+            span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
+            ids_out[row, span] = ids
+            mask_out[row, span] = 1
+        return {"input_ids": ids_out, "attention_mask": mask_out}
 
     # ------------------------------------------------------------------------------------------------------------
     # Helpers of __call__
@@ -307,15 +257,7 @@ class OpenTSLMProcessor(ProcessorMixin):
                 f"Got series for {len(time_series)} samples but {batch_size} prompts; give one list of series per "
                 "prompt (an empty list for a prompt without series)."
             )
-        batch = []
-        for index, sample in enumerate(time_series):
-            if isinstance(sample, (np.ndarray, torch.Tensor)) or _is_number_list(sample):
-                raise ValueError(
-                    f"Sample {index}: time_series must be a list of series per sample, got a bare series; wrap it "
-                    "in a list ([series])."
-                )
-            batch.append(list(sample))
-        return batch
+        return time_series
 
     def _batch_series_text(self, time_series_text: Any, series_batch: list[list[Any]], single: bool) -> list[list]:
         if time_series_text is None:
@@ -352,47 +294,6 @@ class OpenTSLMProcessor(ProcessorMixin):
         for expansion, piece in zip(expansions, pieces[1:]):
             out.extend([expansion, piece])
         return "".join(out)
-
-    def _pad_text(self, input_ids: list[list[int]], labels: list[list[int]] | None, padding_side: str) -> dict:
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
-        longest = max(len(ids) for ids in input_ids)
-        pad_id = self.tokenizer.pad_token_id
-        ids_out = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
-        mask_out = np.zeros((len(input_ids), longest), dtype=np.int64)
-        labels_out = np.full((len(input_ids), longest), IGNORE_INDEX, dtype=np.int64)
-        for row, ids in enumerate(input_ids):
-            span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
-            ids_out[row, span] = ids
-            mask_out[row, span] = 1
-            if labels is not None:
-                labels_out[row, span] = labels[row]
-        data = {"input_ids": ids_out, "attention_mask": mask_out}
-        if labels is not None:
-            data["labels"] = labels_out
-        return data
-
-    def _pad_series(self, rows: list[list[np.ndarray]]) -> dict:
-        max_series = max(len(channels) for channels in rows)
-        if max_series == 0:
-            return {}
-        longest = max(len(c) for channels in rows for c in channels)
-        length = self.num_patches(longest) * self.patch_size
-        values = np.zeros((len(rows), max_series, length), dtype=np.float32)
-        mask = np.zeros((len(rows), max_series, length), dtype=np.int64)
-        for row, channels in enumerate(rows):
-            for k, channel in enumerate(channels):
-                values[row, k, : len(channel)] = channel
-                mask[row, k, : len(channel)] = 1
-        return {"time_series": values, "time_series_mask": mask}
-
-
-def _is_number_list(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) > 0
-        and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
-    )
 
 
 OpenTSLMProcessor.register_for_auto_class("AutoProcessor")

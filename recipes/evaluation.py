@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, set_seed
 
+from recipes.collator import OpenTSLMDataCollator, encode_prompts, record_inputs
 from recipes.metrics import load_metric
 
 CAPTIONING = "captioning"
@@ -565,7 +566,7 @@ def generate_predictions(
     results = []
     try:
         for batch in _batches(records, batch_size):
-            inputs = processor.encode_records(batch, with_answers=False).to(model.device)
+            inputs = encode_prompts(processor, batch).to(model.device)
             with _without_model_decoding_defaults(model):
                 output = model.generate(**inputs, generation_config=config)
             texts = processor.tokenizer.batch_decode(
@@ -575,7 +576,7 @@ def generate_predictions(
                 results.append(
                     {
                         "id": record.get("id"),
-                        "prompt": processor.prepare_record(record)["text"],
+                        "prompt": record_inputs(record, processor)["text"],
                         "reference": record.get("answer") or "",
                         "prediction": text,
                     }
@@ -597,7 +598,7 @@ def test_loss(
     total, count = 0.0, 0
     try:
         for batch in _batches(records, batch_size):
-            inputs = processor.encode_records(batch, with_answers=True).to(model.device)
+            inputs = OpenTSLMDataCollator(processor)(batch).to(model.device)
             labels = inputs.pop("labels")
             logits = model(**inputs).logits[:, :-1].float()
             targets = labels[:, 1:]

@@ -17,6 +17,7 @@ from tiny import TINY_ENCODER, save_toy_records, tiny_text_config, tiny_tokenize
 from hub_datasets.schema import DEFAULT_SERIES_TEXT, make_record
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
 from recipes import evaluation
+from recipes.collator import encode_prompts
 from recipes.evaluation import (
     canonical_sleep_stage,
     compute_metrics,
@@ -347,7 +348,7 @@ def test_decoding_is_explicit_not_inherited_from_generation_config(model, proces
         second = generate_predictions(model, processor, records, batch_size=3, max_new_tokens=8, seed=1)
         assert [r["prediction"] for r in first] == [r["prediction"] for r in second]
         # ...and the greedy output is the argmax path of the model, with no repetition penalty applied.
-        inputs = processor.encode_records(records[:1], with_answers=False)
+        inputs = encode_prompts(processor, records[:1])
         ids = inputs["input_ids"]
         expected = []
         with torch.no_grad():
@@ -394,13 +395,13 @@ def test_test_loss_is_the_mean_over_answer_tokens(model, processor):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_cli_help():
     result = subprocess.run(
-        [sys.executable, "-m", "recipes.eval", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "recipes.run_eval", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--model_path" in result.stdout and "--max_new_tokens" in result.stdout
 
 
 def test_cli_evaluates_a_saved_model_on_a_saved_dataset(tmp_path, model, processor):
-    from recipes.eval import main
+    from recipes.run_eval import main
 
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")

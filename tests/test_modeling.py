@@ -16,6 +16,7 @@ from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, LlamaConfig, LlamaForCausalLM
 
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMModel, OpenTSLMProcessor
+from recipes.collator import encode_with_answers
 
 FAMILIES = ["llama", "qwen2", "gemma3"]
 PRE = "You are an expert in time series analysis."
@@ -132,8 +133,8 @@ def test_loss_only_on_answer_tokens(processor):
     model = make_model("llama", processor)
     text = processor.format_prompt(PRE, POST, 1)
     answer = "The series rises steadily"
-    inputs = processor(
-        text=[text, text + " Answer:"], time_series=[[np.arange(10.0)], [np.arange(30.0)]], answers=[answer, "falls"]
+    inputs = encode_with_answers(
+        processor, [text, text + " Answer:"], [answer, "falls"], [[np.arange(10.0)], [np.arange(30.0)]]
     )
     tokenizer = processor.tokenizer
     for row, target in enumerate([answer, "falls"]):
@@ -374,7 +375,7 @@ def test_from_llm_freezes_the_llm_and_lora_targets_it_only(tmp_path, processor):
     )
 
     batch = series_batch()
-    inputs = llm_processor(text=prompts(llm_processor, batch), time_series=batch, answers=["a", "b", "c"])
+    inputs = encode_with_answers(llm_processor, prompts(llm_processor, batch), ["a", "b", "c"], batch)
     model.eval()
     with torch.no_grad():
         expected = model(**inputs).logits

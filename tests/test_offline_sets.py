@@ -22,6 +22,7 @@ from hub_datasets import bundled, synthetic
 from hub_datasets import features as F
 from hub_datasets.offline import OFFLINE_SETS, available, load_offline, main, render_card
 from hub_datasets.schema import RECORD_FEATURES
+from recipes.collator import OpenTSLMDataCollator
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -485,6 +486,6 @@ def test_every_set_encodes_with_the_processor(built):
         if name == "ecg_qa_cot_bundled" and not HAS_SPKIT:
             continue
         rows = [built[name]["train"][0], built[name]["train"][1]]
-        batch = processor.encode_records(rows)
+        batch = OpenTSLMDataCollator(processor)(rows)
         assert batch["time_series"].shape[:2] == (2, max(len(row["time_series"]) for row in rows))
         assert (batch["labels"] != -100).any(dim=1).all()

@@ -1,14 +1,15 @@
-"""Processor tests: normalisation, the mean/std sentence, patch padding, placement of series, labels, bad input."""
+"""Feature extractor and processor tests: normalisation settings, the mean/std sentence, patch padding, placement of
+series, prompt formats, bad input. Labels are the collator's (tests/test_collator.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from tiny import tiny_tokenizer
+from tiny import CHAT_TEMPLATE, tiny_tokenizer
+from transformers import AutoFeatureExtractor, AutoProcessor
 
-from hub_datasets.schema import RECORD_FEATURES, make_record
-from modeling_opentslm import OpenTSLMProcessor
+from modeling_opentslm import OpenTSLMFeatureExtractor, OpenTSLMProcessor
 
 
 @pytest.fixture(scope="module")
@@ -88,58 +89,100 @@ def test_samples_without_series_in_a_batch(processor):
     assert "time_series" not in processor(text="no series at all")
 
 
-def test_labels_cover_answer_and_eos_only(processor):
-    inputs = processor(
-        text=["<ts> Q1", "<ts> a longer question"],
-        time_series=[[np.arange(9.0)], [np.arange(4.0)]],
-        answers=["yes", "(b) no way"],
-    )
-    tokenizer = processor.tokenizer
-    for row, answer in enumerate(["yes", "(b) no way"]):
-        expected = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        labels = inputs["labels"][row]
-        assert labels[labels != -100].tolist() == expected
-        assert inputs["input_ids"][row, -len(expected) :].tolist() == expected
-
-
 def test_chat_template_wraps_prompt(processor):
-    prompt = processor.format_prompt("You are an expert.", "Caption it.", num_series=2)
+    chat = OpenTSLMProcessor(tokenizer=processor.tokenizer, use_chat_template=True)
+    prompt = chat.format_prompt("You are an expert.", "Caption it.", num_series=2)
     assert prompt.startswith("<|im_start|>user\nYou are an expert.\n<ts>\n<ts>\nCaption it.<|im_end|>")
     assert prompt.endswith("<|im_start|>assistant\n")
-    assert processor.format_prompt("Pre", "Post", use_chat_template=False) == "Pre\n<ts>\nPost"
+    assert processor.format_prompt("Pre", "Post") == "Pre\n<ts>\nPost"  # plain text unless asked for
+    with pytest.raises(ValueError, match="system_prompt needs the chat template"):
+        processor.format_prompt("Pre", "Post", system_prompt="Be brief.")
 
 
-def test_records_of_the_shared_schema(processor):
-    record = make_record(
-        id="har-1",
-        task="har_cot",
-        pre_prompt="You are given accelerometer data.",
-        time_series=[
-            (f"{axis}-axis, mean {{mean:.2f}} std {{std:.2f}}:", np.arange(10.0) * (i + 1))
-            for i, axis in enumerate("xyz")
-        ],
-        post_prompt="Rationale:",
-        answer="It moves a lot. Answer: walking",
-        label="walking",
-    )
-    RECORD_FEATURES.encode_example(record)  # the record really fits the schema
-    batch = processor.encode_records([record, record], use_chat_template=False)
-    assert batch["time_series"].shape == (2, 3, 12)
-    text = decode(processor, batch["input_ids"][0])
-    assert text.startswith("You are given accelerometer data.\nx-axis, mean 4.50 std 2.87:")
-    assert "z-axis, mean 13.50 std 8.62:" in text and "\nRationale:" in text
-    answer_ids = processor.tokenizer("It moves a lot. Answer: walking", add_special_tokens=False)["input_ids"]
-    assert batch["labels"][0][batch["labels"][0] != -100].tolist() == answer_ids + [processor.tokenizer.eos_token_id]
-    generation = processor.encode_records([record], with_answers=False)
-    assert "labels" not in generation
+def bos_processor(use_chat_template: bool) -> OpenTSLMProcessor:
+    """A tokenizer that adds BOS to every text, with a chat template that starts with BOS (as Llama 3's does)."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"bos_token": "<s>", "additional_special_tokens": ["<ts>"]})
+    tokenizer.add_bos_token = True
+    tokenizer.chat_template = "{{ bos_token }}" + CHAT_TEMPLATE
+    return OpenTSLMProcessor(tokenizer=tokenizer, use_chat_template=use_chat_template)
+
+
+@pytest.mark.parametrize("use_chat_template", [True, False])
+def test_each_prompt_format_has_exactly_one_bos(use_chat_template):
+    processor = bos_processor(use_chat_template)
+    bos = processor.tokenizer.bos_token_id
+    inputs = processor(text=processor.format_prompt("Pre", "Post"), time_series=[np.arange(8.0)])
+    ids = inputs["input_ids"][0].tolist()
+    assert ids[0] == bos and ids.count(bos) == 1
+    assert ("<|im_start|>user" in decode(processor, ids)) == use_chat_template
+    # The setting travels with the processor.
+    assert processor.feature_extractor is not None and processor.use_chat_template == use_chat_template
+    # Overriding it per call is explicit: templated text tokenised with special tokens gets a second BOS.
+    templated = processor.format_prompt("Pre", "Post", num_series=0)
+    doubled = processor(text=templated, add_special_tokens=True)["input_ids"][0]
+    assert doubled.tolist().count(bos) == (2 if use_chat_template else 1)
+
+
+def test_chat_format_needs_a_template():
+    tokenizer = tiny_tokenizer(chat=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
+    with pytest.raises(ValueError, match="no chat template"):
+        OpenTSLMProcessor(tokenizer=tokenizer, use_chat_template=True)
 
 
 def test_save_and_reload_keeps_settings(tmp_path, processor):
-    custom = OpenTSLMProcessor(tokenizer=processor.tokenizer, series_text="Series ({mean:.2f}):", max_series_length=64)
+    extractor = OpenTSLMFeatureExtractor(max_series_length=64, std_ddof=1, std_floor=1e-6, center_only_below_std=1e-6)
+    custom = OpenTSLMProcessor(
+        extractor, tokenizer=processor.tokenizer, series_text="Series ({mean:.2f}):", use_chat_template=True
+    )
     custom.save_pretrained(tmp_path)
-    reloaded = OpenTSLMProcessor.from_pretrained(tmp_path)
-    assert reloaded.series_text == "Series ({mean:.2f}):" and reloaded.max_series_length == 64
-    assert reloaded.ts_token_id == processor.ts_token_id
+    for reloaded in (OpenTSLMProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert isinstance(reloaded, OpenTSLMProcessor)
+        assert reloaded.series_text == "Series ({mean:.2f}):" and reloaded.feature_extractor.max_series_length == 64
+        assert reloaded.ts_token_id == processor.ts_token_id and reloaded.use_chat_template
+        assert reloaded.feature_extractor.to_dict() == extractor.to_dict()
+    alone = AutoFeatureExtractor.from_pretrained(tmp_path)
+    assert isinstance(alone, OpenTSLMFeatureExtractor) and alone.std_ddof == 1 and alone.std_floor == 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Feature extractor: the normalisation settings
+# ---------------------------------------------------------------------------------------------------------------------
+def test_feature_extractor_normalisation_settings():
+    values = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    default = OpenTSLMFeatureExtractor()(time_series=[[values]], return_statistics=True, return_tensors="np")
+    np.testing.assert_allclose(default["time_series"][0, 0, :5], (values - 6.2) / (values.std() + 1e-8), rtol=1e-6)
+    assert default["time_series_mean"][0, 0] == pytest.approx(6.2) and default["time_series_std"][0, 0] == values.std()
+    assert default["time_series_num_channels"].tolist() == [[1]]
+
+    unbiased = OpenTSLMFeatureExtractor(std_ddof=1, std_epsilon=0.0)(time_series=[[values]], return_tensors="np")
+    np.testing.assert_allclose(unbiased["time_series"][0, 0, :5], (values - 6.2) / values.std(ddof=1), rtol=1e-6)
+
+    constant = np.full(6, 2.5)
+    floored = OpenTSLMFeatureExtractor(std_floor=1e-6, std_epsilon=0.0)
+    out = floored(time_series=[[constant]], return_statistics=True, return_tensors="np")
+    assert out["time_series_std"][0, 0] == 1e-6  # the floored value is the stated one
+    assert np.abs(out["time_series"]).max() == 0
+
+    centred = OpenTSLMFeatureExtractor(center_only_below_std=0.5, std_epsilon=0.0)
+    small = np.array([1.0, 1.2, 1.0, 1.2])  # std 0.1: only centred
+    np.testing.assert_allclose(centred(time_series=[[small]], return_tensors="np")["time_series"][0, 0], small - 1.1)
+    raw = OpenTSLMFeatureExtractor(normalize=False)(time_series=[[values]], return_tensors="np")
+    np.testing.assert_allclose(raw["time_series"][0, 0, :5], values)
+
+
+def test_feature_extractor_batches_channels_and_absent_series():
+    extractor = OpenTSLMFeatureExtractor(patch_size=4)
+    out = extractor(time_series=[[np.zeros((3, 6)), np.arange(9.0)], []], return_statistics=True, return_tensors="pt")
+    assert out["time_series"].shape == (2, 4, 12) and out["time_series"].dtype == torch.float32
+    assert out["time_series_mask"].sum(-1).tolist() == [[6, 6, 6, 9], [0, 0, 0, 0]]
+    assert out["time_series_num_channels"].tolist() == [[3, 1], [0, 0]]
+    assert extractor(time_series=[[], []]) == {}
+    with pytest.raises(ValueError, match="bare series"):
+        extractor(time_series=[np.arange(4.0)])
+    with pytest.raises(ValueError, match="std_ddof must be 0"):
+        OpenTSLMFeatureExtractor(std_ddof=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -174,8 +217,6 @@ def test_batch_structure_errors(processor):
         processor(text=["<ts>", "<ts>"], time_series=[[[1.0, 2.0]]])
     with pytest.raises(ValueError, match="bare series"):
         processor(text=["<ts>"], time_series=[[1.0, 2.0]])
-    with pytest.raises(ValueError, match="2 answers for 1 prompts"):
-        processor(text="<ts>", time_series=[[1.0]], answers=["a", "b"])
     with pytest.raises(ValueError, match="one text"):
         processor(text="<ts>", time_series=[[1.0]], time_series_text=["a", "b"])
     with pytest.raises(ValueError, match="2 texts for 3 channels"):
@@ -185,19 +226,6 @@ def test_batch_structure_errors(processor):
 def test_too_long_prompt_is_an_error_not_a_truncation(processor):
     with pytest.raises(ValueError, match="more than max_length=5"):
         processor(text="<ts>", time_series=[np.arange(100.0)], max_length=5)
-
-
-def test_literal_placeholder_in_answer_is_rejected(processor):
-    with pytest.raises(ValueError, match="answer contains the placeholder"):
-        processor(text="<ts>", time_series=[[1.0, 2.0]], answers=["see <ts>"])
-
-
-def test_record_without_answer_for_training(processor):
-    record = make_record(
-        id="1", task="t", pre_prompt="p", time_series=[("s {mean}", [1.0])], post_prompt="q", answer=""
-    )
-    with pytest.raises(ValueError, match="no answer"):
-        processor.encode_records([record])
 
 
 def test_tokenizer_without_placeholder_or_pad():

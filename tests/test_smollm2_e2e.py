@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoProcessor
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+from recipes.collator import encode_with_answers
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ POST = "Please generate a detailed caption for this time-series, describing it a
 @pytest.fixture(scope="module")
 def built(smollm2_dir):
     torch.manual_seed(0)
-    processor = OpenTSLMProcessor.from_llm(str(smollm2_dir))
+    processor = OpenTSLMProcessor.from_llm(str(smollm2_dir), use_chat_template=True)
     model = OpenTSLMForCausalLM.from_llm(str(smollm2_dir), processor, dtype=torch.float32).eval()
     return model, processor
 
@@ -71,10 +72,11 @@ def test_training_steps_reduce_the_answer_loss(built):
     model, processor = built
     model.set_trainable(encoder=True, projector=True, llm=False)
     series = np.cos(np.arange(64) / 3.0)
-    inputs = processor(
-        text=processor.format_prompt(PRE, POST),
-        time_series=[series],
-        answers=["The series oscillates with a period of about 19 steps."],
+    inputs = encode_with_answers(
+        processor,
+        [processor.format_prompt(PRE, POST)],
+        ["The series oscillates with a period of about 19 steps."],
+        [[series]],
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()

@@ -1,0 +1,117 @@
+"""From records of the shared schema (`hub_datasets.schema`) to model inputs.
+
+The processor turns text and series into `input_ids` and the series tensors; this module adds what only training
+and evaluation need: reading a record, appending the answer, and labels that take the loss on the answer alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from transformers.feature_extraction_utils import BatchFeature
+
+from modeling_opentslm import OpenTSLMProcessor
+
+IGNORE_INDEX = -100
+
+
+def record_inputs(record: Mapping[str, Any], processor: OpenTSLMProcessor) -> dict[str, Any]:
+    """One record as the processor's arguments: the prompt with one marker per channel entry (in the processor's
+    prompt format), the channels as series, their introducing sentences, and the answer."""
+    entries = record["time_series"]
+    if isinstance(entries, Mapping):  # column-oriented (datasets' List of dict)
+        entries = [dict(zip(entries, values)) for values in zip(*entries.values())]
+    return {
+        "text": processor.format_prompt(record["pre_prompt"], record["post_prompt"], len(entries)),
+        "time_series": [entry["values"] for entry in entries],
+        "time_series_text": [entry["text"] for entry in entries],
+        "answer": record.get("answer"),
+    }
+
+
+def encode_prompts(processor: OpenTSLMProcessor, records: Sequence[Mapping[str, Any]]) -> BatchFeature:
+    """Generation inputs for a batch of records (left-padded prompts, no answers)."""
+    prepared = [record_inputs(record, processor) for record in records]
+    return processor(
+        text=[p["text"] for p in prepared],
+        time_series=[p["time_series"] for p in prepared],
+        time_series_text=[p["time_series_text"] for p in prepared],
+    )
+
+
+def encode_with_answers(
+    processor: OpenTSLMProcessor,
+    text: Sequence[str],
+    answers: Sequence[str],
+    time_series: Sequence[Sequence[Any]] | None = None,
+    time_series_text: Sequence[Any] | None = None,
+    *,
+    padding_side: str = "left",
+    max_length: int | None = None,
+) -> BatchFeature:
+    """Prompts followed by their answers and EOS, with `labels` (-100 everywhere except on the answer and its EOS).
+
+    The answer is tokenised on its own, without special tokens, so the prompt's tokens are exactly those the model
+    sees at generation time.
+    """
+    text, answers = list(text), list(answers)
+    if len(answers) != len(text):
+        raise ValueError(f"Got {len(answers)} answers for {len(text)} prompts; give one answer per prompt.")
+    missing = [index for index, answer in enumerate(answers) if not answer]
+    if missing:
+        raise ValueError(f"Samples at positions {missing} have no answer; training needs one per sample.")
+    prompts = processor(
+        text=text, time_series=time_series, time_series_text=time_series_text, padding=False, return_tensors=None
+    )
+    tokenizer = processor.tokenizer
+    input_ids, labels = [], []
+    for index, (ids, answer) in enumerate(zip(prompts["input_ids"], answers)):
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if processor.ts_token_id in answer_ids:
+            raise ValueError(f"Sample {index}: the answer contains the placeholder {processor.ts_token!r}.")
+        if max_length is not None and len(ids) + len(answer_ids) > max_length:
+            raise ValueError(
+                f"Sample {index} has {len(ids) + len(answer_ids)} tokens with its answer, more than "
+                f"max_length={max_length}; raise max_length or shorten it. Nothing is truncated silently."
+            )
+        input_ids.append(ids + answer_ids)
+        labels.append([IGNORE_INDEX] * len(ids) + answer_ids)
+
+    data = processor.pad_text(input_ids, padding_side=padding_side)
+    longest = data["input_ids"].shape[1]
+    data["labels"] = np.full((len(labels), longest), IGNORE_INDEX, dtype=np.int64)
+    for row, target in enumerate(labels):
+        span = slice(longest - len(target), longest) if padding_side == "left" else slice(0, len(target))
+        data["labels"][row, span] = target
+    for name in ("time_series", "time_series_mask"):
+        if name in prompts:
+            data[name] = np.asarray(prompts[name], dtype=np.float32 if name == "time_series" else np.int64)
+    return BatchFeature(data, tensor_type="pt")
+
+
+class OpenTSLMDataCollator:
+    """Turn a list of records into a training batch: prompt, series, answer, and labels on the answer only."""
+
+    def __init__(self, processor: OpenTSLMProcessor, *, padding_side: str = "left", max_length: int | None = None):
+        self.processor = processor
+        self.padding_side = padding_side
+        self.max_length = max_length
+
+    def __call__(self, records: list[dict[str, Any]]) -> BatchFeature:
+        prepared = [record_inputs(record, self.processor) for record in records]
+        missing = [index for index, p in enumerate(prepared) if not p["answer"]]
+        if missing:
+            ids = [records[index].get("id") for index in missing]
+            raise ValueError(f"Records {ids} (positions {missing}) have no answer; training needs one per record.")
+        batch = encode_with_answers(
+            self.processor,
+            [p["text"] for p in prepared],
+            [p["answer"] for p in prepared],
+            [p["time_series"] for p in prepared],
+            [p["time_series_text"] for p in prepared],
+            padding_side=self.padding_side,
+            max_length=self.max_length,
+        )
+        return batch
