@@ -46,12 +46,19 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 
 def inject_lora(language_model: nn.Module, settings: dict) -> None:
-    """Add PEFT LoRA layers to the language model in place (the encoder and projector never get adapters)."""
+    """Add PEFT LoRA layers to the language model in place (the encoder and projector never get adapters).
+
+    The adapters are kept in fp32 whatever the LLM's dtype, as PEFT's `get_peft_model` does: bf16 adapters trained
+    with AdamW lose most small updates. PEFT casts their input to their dtype and the result back to the layer's.
+    """
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as error:
         raise ImportError("This OpenTSLM checkpoint has LoRA adapters; install `peft` to load it.") from error
     inject_adapter_in_model(LoraConfig(**settings), language_model)
+    for name, parameter in language_model.named_parameters():
+        if "lora_" in name and parameter.dtype != torch.float32 and parameter.device.type != "meta":
+            parameter.data = parameter.data.float()
 
 
 class OpenTSLMTimeSeriesEncoder(nn.Module):
@@ -121,8 +128,9 @@ class OpenTSLMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["past_key_values"]
     _no_split_modules = ["OpenTSLMTimeSeriesEncoder"]
-    # The encoder and projector are small and numerically touchy: keep them in fp32 whatever the LLM's dtype.
-    _keep_in_fp32_modules_strict = ["time_series_encoder", "projector"]
+    # The encoder, projector and LoRA adapters are small and numerically touchy (and trained): keep them in fp32
+    # whatever the LLM's dtype.
+    _keep_in_fp32_modules_strict = ["time_series_encoder", "projector", "lora_A", "lora_B"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -215,8 +223,14 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
         features = None
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            has_placeholders = bool((input_ids == self.config.ts_token_id).any())
+            ts_token_id = self.config.ts_token_id
+            has_placeholders = ts_token_id is not None and bool((input_ids == ts_token_id).any())
             if time_series is not None:
+                if ts_token_id is None:
+                    raise ValueError(
+                        "time_series was given but config.ts_token_id is None, so the text cannot say where the series "
+                        "go; set ts_token_id to the processor's placeholder id (OpenTSLMProcessor.ts_token_id)."
+                    )
                 if time_series_mask is None:
                     raise ValueError("time_series was given without time_series_mask; build both with the processor.")
                 features = self.get_time_series_features(time_series, time_series_mask)

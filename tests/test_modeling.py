@@ -338,6 +338,44 @@ def test_encoder_stays_fp32_when_llm_is_bf16(tmp_path, processor):
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
 
 
+def test_lora_adapters_stay_fp32_when_llm_is_bf16(tmp_path, processor):
+    """Adapters are trained: bf16 adapters under AdamW lose most small updates, so they stay fp32 (as PEFT's
+    get_peft_model keeps them), whether added to a bf16 model or loaded with dtype=bfloat16."""
+    model = make_model("llama", processor).to(torch.bfloat16)
+    model.add_lora(r=4, lora_alpha=8)
+    lora = {name: p for name, p in model.named_parameters() if "lora_" in name}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())
+    assert model.language_model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+    inputs = processor(text=prompts(processor, series_batch()), time_series=series_batch())
+    assert model(**inputs).logits.dtype == torch.bfloat16  # PEFT casts the adapter's output back
+    model.save_pretrained(tmp_path)
+    reloaded = OpenTSLMForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.float32 for name, p in reloaded.named_parameters() if "lora_" in name)
+    assert reloaded.language_model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+    reloaded.train()
+    reloaded(
+        **encode_with_answers(processor, prompts(processor, series_batch()), ["a", "b", "c"], series_batch())
+    ).loss.backward()
+    grads = [p.grad for name, p in reloaded.named_parameters() if "lora_B" in name]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+
+
+def test_config_without_placeholder_id(processor):
+    """Without ts_token_id the model is a plain LLM: text works, series get an error that says what to set."""
+    torch.manual_seed(0)
+    config = OpenTSLMConfig(
+        text_config=tiny_text_config("llama", len(processor.tokenizer)), encoder_config=TINY_ENCODER
+    )
+    model = OpenTSLMForCausalLM(config).eval()
+    text = processor(text="plain text only")
+    with torch.no_grad():
+        assert model(**text).logits.shape[:2] == text["input_ids"].shape
+        assert model.generate(**text, max_new_tokens=2, do_sample=False).shape[1] == text["input_ids"].shape[1] + 2
+    inputs = processor(text=prompts(processor, series_batch()), time_series=series_batch())
+    with pytest.raises(ValueError, match="config.ts_token_id is None"):
+        model(**inputs)
+
+
 def test_from_llm_freezes_the_llm_and_lora_targets_it_only(tmp_path, processor):
     torch.manual_seed(0)
     llm_dir = tmp_path / "llm"
