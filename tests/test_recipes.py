@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from tiny import TINY_ENCODER, save_tiny_llm, save_toy_records
+from trl import ScriptArguments
 
 from recipes.curriculum import parse_stages, run_curriculum
 from recipes.sft import STAGES, last_complete_checkpoint, make_parser, validate_arguments
@@ -40,11 +42,15 @@ def test_there_are_configs_for_three_llms_and_five_stages():
 def test_every_yaml_parses_with_trl_parser(path):
     script_args, training_args, model_args = make_parser().parse_args_and_config(["--config", str(path)])
     validate_arguments(script_args, training_args, model_args, check_paths=False)
+    assert isinstance(script_args, ScriptArguments)  # TRL's own script arguments, extended
     assert script_args.stage == path.stem or path.parent.name.endswith("quickstart")
     assert training_args.remove_unused_columns is False
     assert training_args.dataset_kwargs == {"skip_prepare_dataset": True}
     assert training_args.bf16 is False and training_args.gradient_checkpointing is False
     assert script_args.eval_do_sample is False
+    # The prompt format is stated in every file, never left to whether the tokenizer has a chat template.
+    assert re.search(r"^use_chat_template: (true|false)\b", path.read_text(), flags=re.M)
+    assert script_args.use_chat_template is path.parent.name.startswith("smollm2")
     stage_number = int(script_args.stage[-1])
     assert model_args.use_peft is (stage_number >= 3)
     if stage_number >= 3:
