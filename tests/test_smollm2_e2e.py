@@ -26,7 +26,7 @@ def built(smollm2_dir):
 
 
 def test_text_only_logits_equal_the_bare_llm(built, smollm2_dir):
-    """The LLM inside OpenTSLM is the real one, wired as it is alone (seeds/001: check real logits first)."""
+    """The LLM inside OpenTSLM is the real one, wired as it is alone: its text-only logits match the bare LLM's."""
     model, processor = built
     bare = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     text = processor.format_prompt("What is the capital of France?", "", num_series=0)
