@@ -106,7 +106,7 @@ def test_save_and_auto_load_round_trip(built, tmp_path):
 
 
 def test_quickstart_main_job(tmp_path, capsys):
-    """The README's main job, shortened: the same stage-1 → stage-2 YAMLs with 2 steps each, outputs in tmp."""
+    """The README's first command, shortened: the same stage-1 → stage-2 YAMLs with 2 steps each, outputs in tmp."""
     import yaml
 
     from opentslm_hub.quickstart import QUICKSTART_CONFIGS, main
