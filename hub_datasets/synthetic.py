@@ -2,9 +2,10 @@
 
 - :func:`build_tsqa_synthetic`: stage-1-shaped multiple choice (trend, volatility, season, outlier, noise);
 - :func:`build_sleep_cot_synthetic`: stage-4-shaped sleep staging of a synthetic 30 s EEG epoch, with rationale;
-- :func:`build_ou_annotations`: Ornstein–Uhlenbeck series with a JSON annotation of trend, noise and extrema
-  (seeds/003);
-- :func:`build_lotka_volterra_forecast`: predator–prey histories and their continuation as text (seeds/002).
+- :func:`build_ou_annotations`: Ornstein–Uhlenbeck series with a JSON annotation of trend, noise and extrema, in
+  the setup of *Towards Interpretable Time Series Foundation Models* (Boileau et al., 2025, arXiv:2507.07439);
+- :func:`build_lotka_volterra_forecast`: predator–prey histories and their continuation as text, the numbers
+  written out as in LLMTime (Gruver et al., 2023, arXiv:2310.07820).
 
 Every record is generated from ``numpy.random.default_rng([seed, set_key, index, ...])``, so a record does not
 depend on how many others are built. Generated series whose computed features disagree with the generating class
@@ -497,7 +498,7 @@ def build_sleep_cot_synthetic(
 
 
 # ====================================================================================================================
-# Ornstein–Uhlenbeck series with JSON annotations (seeds/003)
+# Ornstein–Uhlenbeck series with JSON annotations (interpretable time-series FMs, Boileau et al., 2025)
 
 OU_SET = "ou_annotations"
 OU_TASK = "ou_annotation"
@@ -588,7 +589,7 @@ def to_two_digit_tokens(values: Sequence[float] | np.ndarray) -> str:
 
 
 def build_ou_annotations(*, num_series: int = 200, length: int = 100, seed: int = 42) -> DatasetDict:
-    """Ornstein–Uhlenbeck series on the 0–99 integer scale of seeds/003 with JSON annotations computed from them.
+    """OU series on the 0–99 integer scale of Boileau et al. (2025) with JSON annotations computed from them.
 
     Classes are balanced over trend (upward: x0 well below μ, downward: above, none: x0 ≈ μ) × noise level; a
     series is regenerated when its computed trend or noise level disagrees with its generating class, or when it
@@ -644,7 +645,7 @@ def build_ou_annotations(*, num_series: int = 200, length: int = 100, seed: int 
 
 
 # ====================================================================================================================
-# Lotka–Volterra forecasting (seeds/002)
+# Lotka–Volterra forecasting (numbers as text, LLMTime-style: Gruver et al., 2023)
 
 LV_SET = "lotka_volterra_forecast"
 LV_TASK = "forecast"

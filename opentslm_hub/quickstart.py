@@ -1,4 +1,4 @@
-"""The offline quickstart (the README's main job): a short curriculum, stage 1 → stage 2, on SmolLM2-135M-Instruct.
+"""The offline quickstart (the README's first command): a short curriculum, stage 1 → 2, on SmolLM2-135M-Instruct.
 
     python -m opentslm_hub.quickstart                    # train stages 1-2 on the offline sets, caption the Nile
     python -m opentslm_hub.quickstart --csv my.csv       # ... and caption your own one-column (or date,value) CSV

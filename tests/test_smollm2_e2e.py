@@ -27,7 +27,7 @@ def built(smollm2_dir):
 
 
 def test_text_only_logits_equal_the_bare_llm(built, smollm2_dir):
-    """The LLM inside OpenTSLM is the real one, wired as it is alone (seeds/001: check real logits first)."""
+    """The LLM inside OpenTSLM is the real one, wired as it is alone: its text-only logits match the bare LLM's."""
     model, processor = built
     bare = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     text = processor.format_prompt("What is the capital of France?", "", num_series=0)
@@ -108,7 +108,7 @@ def test_save_and_auto_load_round_trip(built, tmp_path):
 
 
 def test_quickstart_main_job(tmp_path, capsys):
-    """The README's main job, shortened: the same stage-1 → stage-2 YAMLs with 2 steps each, outputs in tmp."""
+    """The README's first command, shortened: the same stage-1 → stage-2 YAMLs with 2 steps each, outputs in tmp."""
     import yaml
 
     from opentslm_hub.quickstart import QUICKSTART_CONFIGS, main

@@ -30,7 +30,7 @@ from hub_datasets import common, ecg_qa_cot, har_cot, m4, sleep_cot, tsqa
 from hub_datasets.schema import RECORD_FEATURES
 
 I8 = " " * 8
-# Exact upstream strings (after .strip()), written out from UPSTREAM.md rather than taken from the modules.
+# Exact upstream strings (after .strip()), copied from the original OpenTSLM code, not taken from the modules.
 HAR_PRE_PROMPT = (
     "You are given accelerometer data in all three dimensions. Your task is to classify the activity based on analysis "
     f"of the data.\n\n{I8}Instructions:\n{I8}- Begin by analyzing the time series without assuming a specific label.\n"
