@@ -22,7 +22,8 @@ import numpy as np
 from datasets import DatasetDict
 from scipy.integrate import solve_ivp
 
-from . import features as F
+from opentslm_hub import features as F
+
 from .common import records_to_dataset, split_like_upstream, stratified_split_like_upstream
 from .schema import make_record
 from .sleep_cot import LABELS as SLEEP_LABELS

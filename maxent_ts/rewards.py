@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hub_datasets.features import extrema, linear_trend, seasonality, volatility_level, volatility_ratio
+from opentslm_hub.features import (
+    extrema,
+    linear_trend,
+    position_third,
+    seasonality,
+    volatility_level,
+    volatility_ratio,
+)
 
 
 @dataclass
@@ -259,11 +266,6 @@ def _claimed_position(text: str, extremum_words: str) -> set[str]:
     return positions
 
 
-def _position(index: int, length: int) -> str:
-    third = index / max(length - 1, 1)
-    return "beginning" if third < 1 / 3 else "middle" if third < 2 / 3 else "end"
-
-
 def _agreement(claimed: set[str], truth: str | set[str], unclaimed: float) -> float:
     truths = {truth} if isinstance(truth, str) else truth
     if not claimed:
@@ -276,7 +278,7 @@ class FeatureConsistencyReward:
     """Does a caption say what the series shows? Four aspects, each scored 1 when the claim agrees with the
     feature computed from the series, 0 when it contradicts, ``unclaimed`` when the text says nothing about it:
 
-    - trend direction (``hub_datasets.features.linear_trend``),
+    - trend direction (``opentslm_hub.features.linear_trend``),
     - volatility (``volatility_ratio`` → low/moderate/high; "moderate" agrees with either claim),
     - seasonality (``seasonality``: a period or none),
     - extrema: where the maximum/minimum lies (beginning/middle/end third).
@@ -299,8 +301,8 @@ class FeatureConsistencyReward:
             "trend": trend.direction,
             "volatility": {"low", "high"} if level == "moderate" else {level},
             "seasonal": "yes" if season.period is not None else "no",
-            "max_position": _position(ext.max_index, series.size),
-            "min_position": _position(ext.min_index, series.size),
+            "max_position": position_third(ext.max_index, series.size),
+            "min_position": position_third(ext.min_index, series.size),
         }
 
     def aspect_scores(self, text: str, series: np.ndarray) -> dict[str, float]:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from hub_datasets import bundled, synthetic
-from hub_datasets import features as F
 from hub_datasets.offline import OFFLINE_SETS, available, load_offline, main, render_card
 from hub_datasets.schema import RECORD_FEATURES
+from opentslm_hub import features as F
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
