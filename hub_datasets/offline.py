@@ -240,7 +240,7 @@ OFFLINE_SETS: dict[str, OfflineSet] = {
                 "describes the two populations",
                 "`This is the {prey|predator} population, it has mean {mean:.4f} and std {std:.4f}:`",
                 "asks for the next 20 steps in the fixed format",
-                "`format_forecast(future)`; parse with `hub_datasets.synthetic.parse_forecast`",
+                "`format_forecast(future)`; read back with `opentslm_hub.parsing.parse_forecast(answer, num_channels=2)`",
             )
             + "\nSplits: 10 % test (seed 42), then 10 % of all for validation (seed 43).",
             tags=("time-series", "opentslm", "offline", "synthetic", "forecasting"),

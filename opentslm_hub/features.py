@@ -1,4 +1,4 @@
-"""Features computed from a series, and the words the data sets, the rewards and the evaluation use for them.
+"""Features computed from a series, and the words the data sets and the rewards use for them.
 
 Every caption, rationale and annotation of the offline sets (:mod:`hub_datasets.synthetic`,
 :mod:`hub_datasets.bundled`) is written from these functions, so the text is true about the series it comes with.
