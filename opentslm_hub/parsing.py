@@ -1,7 +1,8 @@
 """Reading generated text: forecast numbers, the answer after ``Answer:``, an option letter, a label of a label set.
 
-The evaluation (``recipes.evaluation``), the MaxEnt-TS rewards (``maxent_ts.rewards``) and the data generators
-(``hub_datasets``) all read text through these functions, so a reward scores exactly what a metric counts.
+The evaluation (``recipes.evaluation``) and the MaxEnt-TS rewards (``maxent_ts.rewards``) read text through these
+functions only, so a reward scores exactly what a metric counts; the data sets (``hub_datasets``) write their answers
+in the formats read here (e.g. ``hub_datasets.synthetic.format_forecast``, read back by :func:`parse_forecast`).
 
 Answers follow the metrics of the original OpenTSLM code with its known defects fixed: the ``Answer:`` marker is
 found with or without the space and in any case, an empty or truncated option (``""``, ``"("``) is never an option,
