@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
 import sys
 import time
@@ -125,21 +124,11 @@ def caption_tasks(count: int, split: str) -> list[dict[str, Any]]:
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 on lower-cased word tokens (longest common subsequence)."""
-    a, b = re.findall(r"\w+", candidate.lower()), re.findall(r"\w+", reference.lower())
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)
-    for word in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 of the local `rouge` metric module (`rouge-score`), the one the evaluation's captioning uses."""
+    from recipes.metrics import load_metric
+
+    scores = load_metric("rouge").compute(predictions=[candidate], references=[reference], rouge_types=["rougeL"])
+    return scores["rougeL"]
 
 
 def caption_metrics(text: str, reference: str, series: np.ndarray, reward: FeatureConsistencyReward) -> dict:

@@ -5,7 +5,7 @@
   toy ECG (MIT-BIH record 208, lead MLII) and spkit's three 12-lead ECGs;
 - :func:`build_captions_bundled`: stage-2-shaped captions of windows of aeon's and statsmodels' univariate series.
 
-Rationales and captions are written from :mod:`hub_datasets.features`, so what they say is computed from the
+Rationales and captions are written from :mod:`opentslm_hub.features`, so what they say is computed from the
 series they come with. Only loaders of files inside the installed packages are used: aeon's
 ``load_classification`` downloads names it does not bundle, so it is only called with ``BasicMotions`` and
 ``extract_path`` inside the package.
@@ -29,7 +29,8 @@ from datasets import DatasetDict
 from scipy.signal import resample_poly
 from sklearn.model_selection import train_test_split
 
-from . import features as F
+from opentslm_hub import features as F
+
 from .common import SPLITS, records_to_dataset
 from .ecg_qa_cot import LEADS as ECG_LEADS
 from .ecg_qa_cot import POST_PROMPT_OPTIONS as ECG_POST_PROMPT_OPTIONS
@@ -555,11 +556,15 @@ def caption_features(values: Sequence[float] | np.ndarray) -> CaptionFeatures:
     )
 
 
+_THIRD_WORDS = {
+    "beginning": "early in the series",
+    "middle": "in the middle of the series",
+    "end": "late in the series",
+}
+
+
 def _where(index: int, length: int) -> str:
-    position = index / max(length - 1, 1)
-    if position < 1 / 3:
-        return "early in the series"
-    return "in the middle of the series" if position < 2 / 3 else "late in the series"
+    return _THIRD_WORDS[F.position_third(index, length)]
 
 
 def write_caption(f: CaptionFeatures) -> str:

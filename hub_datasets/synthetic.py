@@ -23,7 +23,8 @@ import numpy as np
 from datasets import DatasetDict
 from scipy.integrate import solve_ivp
 
-from . import features as F
+from opentslm_hub import features as F
+
 from .common import records_to_dataset, split_like_upstream, stratified_split_like_upstream
 from .schema import make_record
 from .sleep_cot import LABELS as SLEEP_LABELS
@@ -668,28 +669,14 @@ def lv_post_prompt(horizon: int) -> str:
 
 
 def format_forecast(values: Sequence[Sequence[float]] | np.ndarray, decimals: int = LV_DECIMALS) -> str:
-    """Steps × channels as text: channels joined by ``,``, steps by ``;`` (LLMTime-style), fixed decimals."""
+    """Steps × channels as text: channels joined by ``,``, steps by ``;`` (LLMTime-style), fixed decimals.
+
+    :func:`opentslm_hub.parsing.parse_forecast` reads it back (as the evaluation reads a generated forecast).
+    """
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or not np.all(np.isfinite(array)):
         raise ValueError(f"expected a finite [steps, channels] array, got shape {array.shape}.")
     return ";".join(",".join(f"{v:.{decimals}f}" for v in step) for step in array)
-
-
-def parse_forecast(text: str, num_channels: int = len(LV_CHANNELS)) -> np.ndarray:
-    """Inverse of :func:`format_forecast`; a malformed step raises a ``ValueError`` naming it."""
-    steps = [step.strip() for step in text.strip().rstrip(";").split(";")]
-    rows = []
-    for index, step in enumerate(steps):
-        parts = step.split(",")
-        if len(parts) != num_channels:
-            raise ValueError(
-                f"step {index} {step!r} has {len(parts)} values; expected {num_channels} separated by ','."
-            )
-        try:
-            rows.append([float(part) for part in parts])
-        except ValueError:
-            raise ValueError(f"step {index} {step!r} holds a value that is not a number.") from None
-    return np.asarray(rows, dtype=np.float64)
 
 
 def lotka_volterra(

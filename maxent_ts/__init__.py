@@ -17,8 +17,6 @@ from .rewards import (
     SpectralReward,
     evaluate_reward,
     forecast_errors,
-    parse_answer,
-    parse_forecast,
 )
 from .search import MaxEntTree, Node, boltzmann_distribution, boltzmann_weights, maxent_ts_generate, soft_value
 
@@ -44,8 +42,6 @@ __all__ = [
     "greedy_generate",
     "maxent_ts_generate",
     "nucleus_generate",
-    "parse_answer",
-    "parse_forecast",
     "proposal_processors",
     "soft_value",
     "split_prompts",

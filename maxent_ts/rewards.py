@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from hub_datasets.features import extrema, linear_trend, seasonality, volatility_level, volatility_ratio
+from opentslm_hub.features import (
+    extrema,
+    linear_trend,
+    position_third,
+    seasonality,
+    volatility_level,
+    volatility_ratio,
+)
+from opentslm_hub.parsing import forecast_is_complete, normalize_answer, parse_option, read_forecast, read_label
 
 
 @dataclass
@@ -74,26 +82,6 @@ class CallableReward:
 # --------------------------------------------------------------------------------------------------------------------
 # Forecasting: spectral + temporal reward
 
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
-_NUMBER_RUN = re.compile(rf"{_NUMBER}(?:\s*,\s*{_NUMBER})*")
-
-
-def parse_forecast(text: str, horizon: int | None = None, *, strict: bool = False) -> list[float] | None:
-    """Numbers in the constrained forecast format: decimals separated by commas, e.g. ``"12.5, 13.1, 14"``.
-
-    The first run of comma-separated numbers is taken (with ``strict`` it must start the text), cut to ``horizon``.
-    Returns ``None`` when no number can be read, so callers can give unparsable text a clear score.
-    """
-    stripped = text.strip()
-    match = _NUMBER_RUN.match(stripped) if strict else _NUMBER_RUN.search(stripped)
-    if match is None:
-        return None
-    values = [float(piece) for piece in re.findall(_NUMBER, match.group(0))]
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return None
-    return values[:horizon] if horizon is not None else values
-
 
 def _power_on_grid(x: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
     """Periodogram of the demeaned series at fixed frequencies (cycles per step), normalised to sum 1."""
@@ -115,6 +103,10 @@ class SpectralReward:
     (a flat forecast scores ~0), level is the share of forecast values within the history's range widened by 25 %
     each side. Reward = coverage · (w_s · spectral + w_t · temporal), coverage being the share of the ``horizon``
     values present; unparsable text scores 0.
+
+    The forecast is read with :func:`opentslm_hub.parsing.read_forecast` (one channel: numbers separated by commas,
+    semicolons or new lines, after a ``Forecast:`` marker if there is one), as the evaluation reads it; ``strict``
+    accepts steps that hold nothing but their number.
 
     The history comes from the constructor or from ``context.extra["history"]``; the numbers the model writes must be
     on the same scale as the history given here.
@@ -143,13 +135,17 @@ class SpectralReward:
         self.tv_scale = tv_scale
         self.strict = strict
 
+    def forecast(self, text: str, horizon: int | None = None) -> np.ndarray:
+        """The values this reward scores: the forecast read from ``text``, at most ``horizon`` of them."""
+        horizon = horizon if horizon is not None else self.horizon
+        return read_forecast(text, 1, horizon, strict=self.strict).ravel()
+
     def score(self, text: str, history: np.ndarray, horizon: int | None = None) -> float:
         """Reward of one text; also usable without a search."""
         horizon = horizon if horizon is not None else self.horizon
-        forecast = parse_forecast(text, horizon, strict=self.strict)
-        if forecast is None:
+        f = self.forecast(text, horizon)
+        if f.size == 0:
             return 0.0
-        f = np.asarray(forecast, dtype=np.float64)
         h = history
         mean, std = h.mean(), h.std() + 1e-8
         hz, fz = (h - mean) / std, (f - mean) / std
@@ -174,14 +170,7 @@ class SpectralReward:
         that more text cannot change the reward. Pass it as the searches' ``stop_condition``."""
         if self.horizon is None:
             raise ValueError("is_complete needs the horizon: construct SpectralReward(horizon=...).")
-        body = text.lstrip()
-        run = _NUMBER_RUN.match(body) if self.strict else _NUMBER_RUN.search(body)
-        if run is None:
-            return False
-        numbers = list(re.finditer(_NUMBER, run.group(0)))
-        if len(numbers) != self.horizon:
-            return len(numbers) > self.horizon
-        return run.start() + numbers[-1].end() < len(body)  # a separator or other text closes the last number
+        return forecast_is_complete(text, self.horizon, strict=self.strict)
 
     def __call__(self, texts: list[str], context: RewardContext) -> list[float]:
         history = self.history if self.history is not None else context.get("history")
@@ -198,9 +187,10 @@ class SpectralReward:
 
 def forecast_errors(text: str, target: Sequence[float], history: Sequence[float]) -> dict[str, float]:
     """Task metric: MAE and MSE of the parsed forecast against the true continuation. Missing values are filled
-    with the last parsed value (or the last history value when nothing parses); ``parsed`` is the share present."""
+    with the last parsed value (or the last history value when nothing parses); ``parsed`` is the share present.
+    The forecast is read as :class:`SpectralReward` and the evaluation read it."""
     target = np.asarray(target, dtype=np.float64)
-    values = parse_forecast(text, len(target)) or []
+    values = read_forecast(text, 1, len(target)).ravel().tolist()
     fill = values[-1] if values else float(np.asarray(history, dtype=np.float64)[-1])
     forecast = np.asarray(values + [fill] * (len(target) - len(values)), dtype=np.float64)
     error = forecast - target
@@ -259,11 +249,6 @@ def _claimed_position(text: str, extremum_words: str) -> set[str]:
     return positions
 
 
-def _position(index: int, length: int) -> str:
-    third = index / max(length - 1, 1)
-    return "beginning" if third < 1 / 3 else "middle" if third < 2 / 3 else "end"
-
-
 def _agreement(claimed: set[str], truth: str | set[str], unclaimed: float) -> float:
     truths = {truth} if isinstance(truth, str) else truth
     if not claimed:
@@ -276,7 +261,7 @@ class FeatureConsistencyReward:
     """Does a caption say what the series shows? Four aspects, each scored 1 when the claim agrees with the
     feature computed from the series, 0 when it contradicts, ``unclaimed`` when the text says nothing about it:
 
-    - trend direction (``hub_datasets.features.linear_trend``),
+    - trend direction (``opentslm_hub.features.linear_trend``),
     - volatility (``volatility_ratio`` → low/moderate/high; "moderate" agrees with either claim),
     - seasonality (``seasonality``: a period or none),
     - extrema: where the maximum/minimum lies (beginning/middle/end third).
@@ -299,8 +284,8 @@ class FeatureConsistencyReward:
             "trend": trend.direction,
             "volatility": {"low", "high"} if level == "moderate" else {level},
             "seasonal": "yes" if season.period is not None else "no",
-            "max_position": _position(ext.max_index, series.size),
-            "min_position": _position(ext.min_index, series.size),
+            "max_position": position_third(ext.max_index, series.size),
+            "min_position": position_third(ext.min_index, series.size),
         }
 
     def aspect_scores(self, text: str, series: np.ndarray) -> dict[str, float]:
@@ -339,51 +324,20 @@ class FeatureConsistencyReward:
 # --------------------------------------------------------------------------------------------------------------------
 # QA / chain of thought: verifier
 
-_ANSWER = re.compile(r"answer\s*(?:is|:|=|-)\s*(.+)", re.IGNORECASE)
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, markdown/quotes/brackets stripped, inner whitespace collapsed, trailing punctuation removed."""
-    text = re.sub(r"[*_`\"'“”‘’]", "", text).strip().lower()
-    text = re.sub(r"\s+", " ", text)
-    return text.strip(" .,:;!?()[]{}")
-
-
-def parse_answer(text: str, options: Sequence[str] | None = None) -> str | None:
-    """The answer after the last ``Answer:`` (also ``answer is``, any case, markdown allowed), first line only.
-
-    With ``options``, the answer is mapped to the option it names: an exact (normalised) match, else the single
-    option contained in it, else a single-letter label like ``(b)``/``B``. ``None`` when nothing can be read.
-    """
-    matches = _ANSWER.findall(text)
-    if not matches:
-        return None
-    raw = matches[-1].strip().splitlines()[0] if matches[-1].strip() else ""
-    answer = normalize_answer(raw)
-    if not answer:
-        return None
-    if not options:
-        return answer
-    normalised = {normalize_answer(option): option for option in options}
-    if answer in normalised:
-        return normalize_answer(normalised[answer])
-    contained = [key for key in normalised if key and re.search(rf"(?<!\w){re.escape(key)}(?!\w)", answer)]
-    if len(contained) == 1:
-        return contained[0]
-    letter = re.fullmatch(r"\(?([a-z])\)?(?:\W.*)?", answer)
-    if letter:
-        index = ord(letter.group(1)) - ord("a")
-        if 0 <= index < len(options):
-            return normalize_answer(options[index])
-    return answer
-
 
 class AnswerVerifierReward:
-    """1 when the parsed ``Answer: <x>`` matches the gold answer, else 0 (unparsable text: 0).
+    """1 when the answer read from a text is the gold answer, else 0: the sample's accuracy as the evaluation
+    (``recipes.evaluation``) counts it, with the same reading (:mod:`opentslm_hub.parsing`).
 
-    The gold answer comes from the constructor or ``context.extra["answer"]``; options from the constructor or
-    ``context.extra["options"]``. ``score_fn(parsed, gold) -> float in [0, 1]`` replaces exact matching (e.g. partial
-    credit, numeric tolerance).
+    - With ``options`` (multiple choice, option texts in letter order): the option letter of
+      :func:`~opentslm_hub.parsing.parse_option` against the gold answer's letter (gold ``"(b)"`` or ``"running"``).
+    - Otherwise the label of :func:`~opentslm_hub.parsing.read_label`: the first line after the last ``Answer:``,
+      through ``canonical`` (:func:`~opentslm_hub.parsing.canonical_sleep_stage` for sleep stages), matched to
+      ``labels`` up to spaces, ``_`` and ``-`` when given; the gold answer goes through ``canonical``.
+
+    An empty reading scores 0. The gold answer, options and labels come from the constructor or from
+    ``context.extra["answer" | "options" | "labels"]``. ``score_fn(parsed, gold) -> float in [0, 1]`` replaces exact
+    matching (e.g. partial credit, numeric tolerance).
     """
 
     def __init__(
@@ -391,8 +345,19 @@ class AnswerVerifierReward:
         answer: str | None = None,
         options: Sequence[str] | None = None,
         score_fn: Callable[[str, str], float] | None = None,
+        *,
+        labels: Iterable[str] | None = None,
+        canonical: Callable[[str], str] = normalize_answer,
     ):
         self.answer, self.options, self.score_fn = answer, options, score_fn
+        self.labels = None if labels is None else list(labels)
+        self.canonical = canonical
+
+    def read(self, text: str, options: Sequence[str] | None = None, labels: Iterable[str] | None = None) -> str:
+        """The answer this reward scores for ``text`` (``""`` when there is none)."""
+        if options:
+            return parse_option(text, options)
+        return read_label(text, labels, canonical=self.canonical)
 
     def __call__(self, texts: list[str], context: RewardContext) -> list[float]:
         gold = self.answer if self.answer is not None else context.get("answer")
@@ -402,14 +367,15 @@ class AnswerVerifierReward:
                 "reward_context={'answer': ...}."
             )
         options = self.options if self.options is not None else context.get("options")
-        gold_norm = normalize_answer(str(gold))
+        labels = self.labels if self.labels is not None else context.get("labels")
+        gold = parse_option(str(gold), options) if options else self.canonical(str(gold))
         scores = []
         for text in texts:
-            parsed = parse_answer(text, options)
-            if parsed is None:
+            parsed = self.read(text, options, labels)
+            if not parsed:
                 scores.append(0.0)
             elif self.score_fn is not None:
-                scores.append(float(self.score_fn(parsed, gold_norm)))
+                scores.append(float(self.score_fn(parsed, gold)))
             else:
-                scores.append(1.0 if parsed == gold_norm else 0.0)
+                scores.append(1.0 if parsed == gold else 0.0)
         return scores

@@ -1,1 +1,2 @@
-"""Utilities around the Hub-portable model folder `modeling_opentslm`: the offline LLM and the quickstart."""
+"""Shared pieces of OpenTSLM Hub: the offline LLM and the quickstart, series features (`features`) and the reader of
+generated text (`parsing`) that the data sets, the MaxEnt-TS rewards and the evaluation all use."""

@@ -2,7 +2,7 @@
 
 Generation is batched with the processor's left padding and decoded exactly as asked (greedy by default): the
 `GenerationConfig` is built here from the arguments, so nothing is inherited silently from the model's
-`generation_config` (upstream evaluated Llama-3.2 with its sampling defaults; ../shared/UPSTREAM.md §5.9).
+`generation_config` (the original OpenTSLM code evaluated Llama-3.2 with its sampling defaults).
 
 Metrics per task family (task = the record's `task` field):
 
@@ -13,9 +13,10 @@ Metrics per task family (task = the record's `task` field):
 | chain of thought | `har_cot`, `sleep_cot`, `ecg_qa_cot` | accuracy and macro-F1 on the text after the last `Answer:` |
 | forecasting | `forecast` | MSE and MAE against `metadata["future"]`, and the count of unparsable outputs |
 
-Answer parsing avoids upstream's defects (§5.1, §5.7): the `Answer:` marker is found with or without the space and
-in any case, the gold label comes from the record's `label` field, an empty or prefix TSQA prediction is wrong, and
-"non-rem sleep" without a stage number is not read as "rem sleep".
+Generated text is read with `opentslm_hub.parsing` (the same functions the MaxEnt-TS rewards use), which avoids the
+original OpenTSLM evaluation's defects: the `Answer:` marker is found with or without the space and in any case, an
+empty or prefix TSQA prediction is wrong, and "non-rem sleep" without a stage number is not read as "rem sleep". The
+gold label comes from the record's `label` field, not from the rationale.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,16 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, set_seed
 
+from opentslm_hub.parsing import (
+    canonical_sleep_stage,
+    has_answer_marker,
+    match_label,
+    normalize_answer,
+    parse_forecast,
+    parse_option,
+    read_label,
+    strip_special_tokens,
+)
 from recipes.collator import OpenTSLMDataCollator, encode_prompts, record_inputs
 from recipes.metrics import load_metric
 
@@ -52,7 +62,6 @@ TASK_FAMILIES: dict[str, str] = {
     "forecast": FORECASTING,
 }
 TSQA_LABELS = ("(a)", "(b)", "(c)")
-SLEEP_LABELS = ("wake", "non-rem stage 1", "non-rem stage 2", "non-rem stage 3", "rem sleep", "movement")
 OU_ANNOTATION_KEYS = ("trend", "noise", "extrema")
 
 
@@ -64,113 +73,6 @@ def task_family(task: str) -> str:
             "of them (or pass task=...), or add the task to recipes.evaluation.TASK_FAMILIES."
         )
     return TASK_FAMILIES[task]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Answer parsing
-# ---------------------------------------------------------------------------------------------------------------------
-_ANSWER_MARKER = re.compile(r"(?<![a-z])answer\s*:", re.IGNORECASE)
-_SPECIAL_TOKEN = re.compile(r"<\|[^<>|]*\|>|</?s>|<eos>|<bos>|<pad>|<unk>|<end_of_turn>|<start_of_turn>", re.I)
-_EDGE_CHARACTERS = " \t\r\n*\"'`"
-_TRAILING_PUNCTUATION = ".,!?;:"
-
-
-def strip_special_tokens(text: str) -> str:
-    """Remove special-token strings (`<|...|>`, `<eos>`, `</s>`, ...) that a decode may leave in the text."""
-    return _SPECIAL_TOKEN.sub("", text)
-
-
-def has_answer_marker(text: str) -> bool:
-    return _ANSWER_MARKER.search(text) is not None
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, strip whitespace, quotes, markdown emphasis and trailing `.,!?;:`."""
-    previous = None
-    text = text.lower()
-    while text != previous:
-        previous = text
-        text = text.strip(_EDGE_CHARACTERS).rstrip(_TRAILING_PUNCTUATION)
-    return text
-
-
-def extract_answer(text: str) -> str:
-    """The normalised answer of a chain-of-thought output: the first line of text after the LAST `Answer:`.
-
-    The marker matches with or without the space and in any case (`Answer: x`, `answer:x`). Without a marker the
-    text is read from its start, as upstream. Special tokens are removed, then the text is lower-cased and stripped of
-    whitespace and trailing `.,!?;:`. Only the first non-empty line counts, so a model that keeps talking after
-    its answer is still read correctly.
-    """
-    text = strip_special_tokens(text)
-    markers = list(_ANSWER_MARKER.finditer(text))
-    tail = text[markers[-1].end() :] if markers else text
-    lines = [line for line in tail.splitlines() if line.strip(_EDGE_CHARACTERS)]
-    return normalize_answer(lines[0] if lines else "")
-
-
-def canonical_sleep_stage(text: str) -> str:
-    """Map the spellings of a sleep stage onto upstream's six labels (lower-cased, see `SLEEP_LABELS`).
-
-    NREM / non rem / N2 / S2 → `non-rem stage 2`, stage 4 → stage 3 (R&K to AASM), awake → `wake`, mt / mov →
-    `movement`, REM → `rem sleep`. A non-REM answer without a stage number stays `non-rem` (out of vocabulary):
-    upstream turned it into `rem sleep` (../shared/UPSTREAM.md §5.7).
-    """
-    text = re.sub(r"[\s_]+", " ", normalize_answer(text))
-    text = re.sub(r"\bnon[\s-]*rem|\bn[\s-]?rem", "non-rem", text)
-    stage = re.search(r"(?:\bstage\s*|non-rem\s*|\b[sn])([1-4])\b", text)
-    if stage:
-        return f"non-rem stage {min(int(stage.group(1)), 3)}"
-    if "non-rem" in text:
-        return "non-rem"
-    if re.search(r"\brem\b|^r$", text):
-        return "rem sleep"
-    if re.search(r"\b(?:a?wake|wakefulness)\b|^w$", text):
-        return "wake"
-    if re.search(r"\b(?:movement|mov|mt)\b", text):
-        return "movement"
-    return text
-
-
-def _label_key(label: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", label).strip()
-
-
-def match_label(answer: str, labels: Iterable[str]) -> str:
-    """`answer` itself when it is in `labels`, else the label it equals up to spaces, `_` and `-` (`walking up` →
-    `walking_up`), else `answer` unchanged (out of vocabulary)."""
-    labels = list(labels)
-    if answer in labels:
-        return answer
-    by_key = {_label_key(label): label for label in labels}
-    return by_key.get(_label_key(answer), answer)
-
-
-_OPTION = re.compile(r"\(\s*([a-z])\s*\)")
-
-
-def parse_option(text: str, options: Sequence[str] | None = None) -> str:
-    """The option letter of a multiple-choice output as `(x)`, or `""` when there is none.
-
-    Read from the text after the last `Answer:` (the whole text without one): the first `(x)`; else a leading `x)`
-    or a lone letter; else the option whose text the answer equals (`options` in letter order, as in TSQA records'
-    metadata). An empty or truncated output (`""`, `"("`) has no letter and is never counted as correct, unlike
-    upstream's prefix match (../shared/UPSTREAM.md §5.1).
-    """
-    text = strip_special_tokens(text)
-    markers = list(_ANSWER_MARKER.finditer(text))
-    tail = text[markers[-1].end() :] if markers else text
-    found = _OPTION.search(tail.lower())
-    if found:
-        return f"({found.group(1)})"
-    answer = normalize_answer(tail)
-    leading = re.match(r"([a-z])\)", answer) or re.fullmatch(r"([a-z])", answer)
-    if leading:
-        return f"({leading.group(1)})"
-    for index, option in enumerate(options or ()):
-        if answer and answer == normalize_answer(option):
-            return f"({chr(ord('a') + index)})"
-    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -191,8 +93,9 @@ def _metadata(record: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(metadata)
 
 
-def _canonical_label(task: str, text: str) -> str:
-    return canonical_sleep_stage(text) if task == "sleep_cot" else normalize_answer(text)
+def _canonical(task: str) -> Callable[[str], str]:
+    """How `task` spells its labels: sleep stages are mapped onto the six stage names, other labels normalised."""
+    return canonical_sleep_stage if task == "sleep_cot" else normalize_answer
 
 
 def _gold_label(task: str, record: Mapping[str, Any] | None, reference: str) -> str:
@@ -201,38 +104,8 @@ def _gold_label(task: str, record: Mapping[str, Any] | None, reference: str) -> 
     if task == "tsqa":
         return parse_option(label or reference)
     if label:
-        return _canonical_label(task, label)
-    return _canonical_label(task, extract_answer(reference))
-
-
-_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def parse_forecast_text(text: str, num_channels: int, horizon: int | None = None) -> np.ndarray | None:
-    """Steps × channels read from a forecast written `v1,v2;v1,v2;...` (steps may also be split by new lines).
-
-    Steps are read in order until one does not hold exactly `num_channels` numbers; a single-channel forecast may
-    also separate its numbers with commas. Returns the first `horizon` steps, or `None` when fewer than `horizon`
-    steps (or none, without a horizon) can be read or a value is not finite.
-    """
-    text = strip_special_tokens(text)
-    markers = list(re.finditer(r"forecast\s*:", text, re.IGNORECASE))
-    text = text[markers[-1].end() :] if markers else text
-    if num_channels == 1:
-        rows = [[float(number)] for number in _NUMBER.findall(text)]
-    else:
-        rows = []
-        for step in (step for step in re.split(r"[;\n]", text) if step.strip()):
-            numbers = _NUMBER.findall(step)
-            if len(numbers) != num_channels:
-                break
-            rows.append([float(number) for number in numbers])
-    if horizon is not None:
-        rows = rows[:horizon] if len(rows) >= horizon else []
-    if not rows:
-        return None
-    values = np.asarray(rows, dtype=np.float64)
-    return values if np.isfinite(values).all() else None
+        return _canonical(task)(label)
+    return read_label(reference, canonical=_canonical(task))
 
 
 def _true_future(record: Mapping[str, Any] | None, reference: str) -> np.ndarray:
@@ -240,7 +113,7 @@ def _true_future(record: Mapping[str, Any] | None, reference: str) -> np.ndarray
     if future is not None:
         return np.asarray(future, dtype=np.float64).reshape(len(future), -1).T
     num_channels = len((record or {}).get("time_series") or []) or 1
-    parsed = parse_forecast_text(reference, num_channels)
+    parsed = parse_forecast(reference, num_channels)
     if parsed is None:
         raise ValueError(
             f"record {(record or {}).get('id')!r}: no `future` in its metadata and the reference {reference[:60]!r} "
@@ -268,7 +141,7 @@ def _label_set(task: str, gold: Sequence[str], labels: Sequence[str] | None) -> 
     """The classes of a classification task: `labels` (canonicalised) when given, else the gold labels present,
     plus `(a)`–`(c)` for TSQA."""
     if labels is not None:
-        return list(dict.fromkeys(_canonical_label(task, label) for label in labels))
+        return list(dict.fromkeys(_canonical(task)(label) for label in labels))
     return sorted(set(TSQA_LABELS if task == "tsqa" else ()) | set(gold))
 
 
@@ -300,7 +173,7 @@ def score_samples(
         samples = []
         for prediction, reference, record in zip(predictions, references, records):
             future = _true_future(record, reference)
-            forecast = parse_forecast_text(prediction, future.shape[1], future.shape[0])
+            forecast = parse_forecast(prediction, future.shape[1], future.shape[0])
             sample = {"parsed_prediction": None if forecast is None else forecast.tolist(), "parsed": False}
             if forecast is not None:
                 sample["parsed"] = True
@@ -317,16 +190,17 @@ def score_samples(
             sample = {"parsed_prediction": parse_option(prediction, meta.get("options")), "label": label}
         elif task == "ecg_qa_cot":
             possible = [normalize_answer(answer) for answer in meta.get("possible_answers") or []]
-            parsed = _canonical_label(task, extract_answer(prediction))
             sample = {
-                "parsed_prediction": match_label(parsed, possible) if possible else parsed,
+                "parsed_prediction": read_label(prediction, possible, canonical=_canonical(task)),
                 "label": label,
                 "template": _template_key(meta),
                 "possible_answers": possible,
             }
         else:
-            parsed = _canonical_label(task, extract_answer(prediction))
-            sample = {"parsed_prediction": match_label(parsed, label_set), "label": label}
+            sample = {
+                "parsed_prediction": read_label(prediction, label_set, canonical=_canonical(task)),
+                "label": label,
+            }
         if family == CHAIN_OF_THOUGHT:
             sample["answer_marker"] = has_answer_marker(prediction)
         sample["correct"] = bool(sample["parsed_prediction"]) and sample["parsed_prediction"] == label
@@ -351,7 +225,7 @@ def _classification_metrics(predictions: list[str], labels: list[str], label_set
 
 
 def _ecg_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Upstream's stage-5 numbers (§1): per template, accuracy and macro-F1 over its possible answers; overall,
+    """The original OpenTSLM's stage-5 numbers: per template, accuracy and macro-F1 over its possible answers; overall,
     accuracy, the mean of template accuracies, and macro-F1 unweighted and weighted by template size (the headline
     `macro_f1`). As upstream, a possible answer absent from the split and never predicted scores F1 0, so a perfect
     model can score below 1 on a small split."""
@@ -690,19 +564,11 @@ def evaluate_records(
 __all__ = [
     "TASK_FAMILIES",
     "build_generation_config",
-    "canonical_sleep_stage",
     "compute_metrics",
     "evaluate_records",
-    "extract_answer",
     "generate_predictions",
-    "has_answer_marker",
     "load_metric",
-    "match_label",
-    "normalize_answer",
-    "parse_forecast_text",
-    "parse_option",
     "score_samples",
-    "strip_special_tokens",
     "task_family",
     "test_loss",
 ]

@@ -18,14 +18,7 @@ from hub_datasets.schema import DEFAULT_SERIES_TEXT, make_record
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
 from recipes import evaluation
 from recipes.collator import encode_prompts
-from recipes.evaluation import (
-    canonical_sleep_stage,
-    compute_metrics,
-    evaluate_records,
-    extract_answer,
-    generate_predictions,
-    parse_option,
-)
+from recipes.evaluation import compute_metrics, evaluate_records, generate_predictions
 from recipes.metrics import METRIC_NAMES, load_metric
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,71 +75,6 @@ def test_macro_f1_counts_out_of_vocabulary_only_as_a_false_negative():
     assert f1.compute(predictions=predictions, references=references, labels=["a", "b", "c"])["f1"] == pytest.approx(
         7 / 18
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Answer parsing
-# ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "text, answer",
-    [
-        ("The signal is periodic and strong. Answer: walking", "walking"),
-        ("Answer:walking.", "walking"),
-        ("answer : Walking!", "walking"),
-        ("First guess. Answer: running. On reflection... Answer: walking_up", "walking_up"),
-        ("Rationale here. Answer: lying<|eot_id|><|end_of_text|>", "lying"),
-        ("Answer: sitting<eos>", "sitting"),
-        ("Answer: standing </s>", "standing"),
-        ("Answer: **biking**.\n\nI hope this helps.", "biking"),
-        ("Answer:\nwalking", "walking"),
-        ("walking", "walking"),
-        ("The data show no clear pattern", "the data show no clear pattern"),
-        ("", ""),
-        ("Answer:", ""),
-    ],
-)
-def test_extract_answer(text, answer):
-    assert extract_answer(text) == answer
-
-
-@pytest.mark.parametrize(
-    "text, stage",
-    [
-        ("Non-REM stage 2", "non-rem stage 2"),
-        ("NREM stage 1", "non-rem stage 1"),
-        ("non rem stage 3", "non-rem stage 3"),
-        ("Non-REM stage 4", "non-rem stage 3"),
-        ("N2", "non-rem stage 2"),
-        ("REM sleep", "rem sleep"),
-        ("REM", "rem sleep"),
-        ("Awake", "wake"),
-        ("Wake", "wake"),
-        ("MT", "movement"),
-        ("mov", "movement"),
-        ("Movement", "movement"),
-        ("non-rem sleep", "non-rem"),  # no stage number: out of vocabulary, never "rem sleep" (UPSTREAM §5.7)
-        ("NREM", "non-rem"),
-    ],
-)
-def test_sleep_canonicalisation(text, stage):
-    assert canonical_sleep_stage(text) == stage
-
-
-@pytest.mark.parametrize(
-    "text, letter",
-    [
-        ("(b) downward trend", "(b)"),
-        ("Answer: (C)", "(c)"),
-        ("b) downward trend", "(b)"),
-        ("downward trend", "(b)"),
-        ("", ""),
-        ("(", ""),
-        ("(b", ""),
-        ("a downward trend", ""),
-    ],
-)
-def test_parse_option(text, letter):
-    assert parse_option(text, ["upward trend", "downward trend", "no trend"]) == letter
 
 
 def tsqa_record(index: int, label: str) -> dict:

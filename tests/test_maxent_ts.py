@@ -34,8 +34,6 @@ from maxent_ts import (  # noqa: E402
     greedy_generate,
     maxent_ts_generate,
     nucleus_generate,
-    parse_answer,
-    parse_forecast,
     proposal_processors,
 )
 
@@ -440,12 +438,10 @@ def test_spectral_reward_prefers_a_continuation_that_keeps_the_spectrum():
     assert scores["truth"] > scores["noise"] + 0.2 and scores["truth"] > scores["flat"] + 0.2
     assert scores["half"] == pytest.approx(scores["truth"] / 2, abs=0.1)
     assert scores["garbage"] == 0.0 and scores["prose"] == pytest.approx(scores["truth"])
-    assert parse_forecast("1, 2.5, -3, .5 and 7", None) == [1.0, 2.5, -3.0, 0.5]
     three = SpectralReward(horizon=3)
     assert [three.is_complete(t) for t in (" 1.2, 3.4, 5.", " 1.2, 3.4, 5.6", " 1.2, 3.4, 5.6,", "1, 2, 3, 4")] == [
         False, False, True, True,
     ]  # fmt: skip
-    assert parse_forecast("no numbers") is None and parse_forecast("x 1, 2", strict=True) is None
     errors = forecast_errors(texts["half"], truth, history)
     assert errors["parsed"] == 0.5 and errors["mae"] > 0
     with pytest.raises(ValueError, match="history"):
@@ -466,16 +462,16 @@ def test_feature_reward_checks_claims_against_the_series():
     assert yes > no
 
 
-def test_verifier_parses_answers_robustly():
+def test_verifier_reads_answers_as_the_evaluation_counts_them():
     options = ["walking", "running", "sitting"]
-    assert parse_answer("Reasoning... Answer: **Running**.", options) == "running"
-    assert parse_answer("so the answer is (b)", options) == "running"
-    assert parse_answer("answer: I think it's sitting\nmore text", options) == "sitting"
-    assert parse_answer("no final answer given here") is None
-    assert parse_answer("nothing to see") is None
     verifier = AnswerVerifierReward(options=options)
     ctx = RewardContext([[]] * 3, extra={"answer": "Running"})
     assert verifier(["Answer: running", "Answer: walking", "hmm"], ctx) == [1.0, 0.0, 0.0]
+    assert verifier(["Reasoning... Answer: **Running**.", "so the answer is (b)", "answer: it's sitting"], ctx) == [
+        1.0, 1.0, 0.0,
+    ]  # fmt: skip
+    plain = AnswerVerifierReward(answer="Running")
+    assert plain(["no final answer given here", "nothing to see", "Running"], ctx) == [0.0, 0.0, 1.0]
     scaled = CallableReward(len, low=0, high=10)
     assert scaled(["abcde", "x" * 30], ctx) == [0.5, 1.0]
 

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from hub_datasets import bundled, synthetic
-from hub_datasets import features as F
 from hub_datasets.offline import OFFLINE_SETS, available, load_offline, main, render_card
 from hub_datasets.schema import RECORD_FEATURES
+from opentslm_hub import features as F
+from opentslm_hub.parsing import parse_forecast
 from recipes.collator import OpenTSLMDataCollator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,19 +271,13 @@ def test_lotka_volterra_answer_is_the_true_continuation(built):
         assert future.shape == (info["horizon"], 2) == (20, 2)
         assert [len(channel["values"]) for channel in row["time_series"]] == [80, 80]
         assert re.fullmatch(r"(\d+\.\d{3},\d+\.\d{3};){19}\d+\.\d{3},\d+\.\d{3}", row["answer"])
-        assert np.abs(synthetic.parse_forecast(row["answer"]) - future).max() <= 5e-4 + 1e-12
+        assert np.abs(parse_forecast(row["answer"], 2, horizon=20, strict=True) - future).max() <= 5e-4 + 1e-12
     for row in rows[:5]:  # integrate again from the stored parameters
         info = meta(row)
         times = np.arange(100) * info["time_step"]
         path = synthetic.lotka_volterra(**info["ode_params"], times=times)
         np.testing.assert_allclose(path[80:], np.asarray(info["future"]).T, rtol=1e-6)
         np.testing.assert_allclose(path[:80, 0], values(row, 0), rtol=1e-6)
-
-
-def test_parse_forecast_names_the_bad_step():
-    assert synthetic.format_forecast([[1.0, 2.0], [3.25, 4.5]]) == "1.000,2.000;3.250,4.500"
-    with pytest.raises(ValueError, match="step 1 '3.0' has 1 values"):
-        synthetic.parse_forecast("1.0,2.0;3.0")
 
 
 # ----------------------------------------------------------------------------------------------------------------

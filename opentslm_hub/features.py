@@ -1,9 +1,11 @@
-"""Features computed from a series, and the words the offline data sets use for them.
+"""Features computed from a series, and the words the data sets and the rewards use for them.
 
 Every caption, rationale and annotation of the offline sets (:mod:`hub_datasets.synthetic`,
 :mod:`hub_datasets.bundled`) is written from these functions, so the text is true about the series it comes with.
-The same functions let a reward (e.g. MaxEnt-TS feature consistency) check what a generated text claims: compute the
-feature, map it to its word with the ``*_level`` / ``*_direction`` / ``*_band`` helpers, compare.
+The same functions let a reward (e.g. MaxEnt-TS feature consistency, :mod:`maxent_ts.rewards`) check what a generated
+text claims: compute the feature, map it to its word with the ``*_level`` / ``*_direction`` / ``*_band`` /
+:func:`position_third` helpers, compare. This module depends on numpy and scipy only, so data, rewards and
+evaluation can all use it without importing each other.
 
 All functions take a 1-D sequence of finite floats (lists, numpy arrays) and return plain Python numbers or frozen
 dataclasses; none of them mutates its input.
@@ -286,6 +288,13 @@ def extrema(values: Sequence[float] | np.ndarray) -> Extrema:
     x = as_series(values, min_length=1)
     high, low = int(np.argmax(x)), int(np.argmin(x))
     return Extrema(float(x[high]), high, float(x[low]), low)
+
+
+def position_third(index: int, length: int) -> str:
+    """Which third of a series of ``length`` steps the 0-based ``index`` lies in: ``"beginning"``, ``"middle"`` or
+    ``"end"`` (e.g. where an extremum occurs)."""
+    position = index / max(length - 1, 1)
+    return "beginning" if position < 1 / 3 else "middle" if position < 2 / 3 else "end"
 
 
 def detect_spikes(values: Sequence[float] | np.ndarray, *, threshold: float = 6.0, window: int = 7) -> list[int]:
