@@ -4,6 +4,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
+ARCHITECTURES = ("sp", "flamingo")
+MEDIA_ATTENTION = ("per_series", "original")
 AUTO_MAP = {
     "AutoConfig": "configuration_opentslm.OpenTSLMConfig",
     "AutoModel": "modeling_opentslm.OpenTSLMModel",
@@ -80,6 +82,24 @@ class OpenTSLMConfig(PreTrainedConfig):
             adapters on the language model. Kept in the config so that a checkpoint with adapters is a complete
             folder: `from_pretrained` re-creates the adapters and loads their weights with the rest, and the next
             curriculum stage continues the same adapters (the original loses them between runs).
+        architecture (`str`, defaults to `"sp"`): how the series reach the LLM. `"sp"` (soft prompt): the projected
+            patch embeddings replace one placeholder token per patch in the text. `"flamingo"`: a perceiver resampler
+            turns each series into `num_latents` latent vectors, and gated cross-attention blocks before the decoder
+            layers let the text attend to them; the text holds one placeholder (marker) per series. SP is the more
+            accurate in the original paper; Flamingo's memory does not grow with the series' length.
+        num_latents (`int`, defaults to 64): Flamingo: latent vectors per series.
+        resampler_num_layers (`int`, defaults to 6): Flamingo: perceiver resampler depth.
+        resampler_num_heads (`int`, defaults to 8), resampler_head_dim (`int`, defaults to 64): its attention.
+        resampler_ff_mult (`int`, defaults to 4): width multiplier of its feed-forward layers.
+        cross_attention_every_n_layers (`int`, defaults to 1): Flamingo: a gated cross-attention block before every
+            n-th decoder layer (layers n-1, 2n-1, ...).
+        cross_attention_num_heads (`int`, defaults to 8), cross_attention_head_dim (`int`, defaults to 64),
+            cross_attention_ff_mult (`int`, defaults to 4): the gated blocks' attention and feed-forward sizes.
+        media_attention (`str`, defaults to `"per_series"`): Flamingo: which series a text token sees.
+            `"per_series"`: every series is its own media item, and a token attends to all series whose marker
+            comes before it (or is it). `"original"`: the original OpenTSLM-Flamingo behaviour, kept to run its
+            released checkpoints: all series of a sample are one media item resampled together, tokens after the
+            first marker attend to it, and tokens after a second marker see every latent with equal weight.
 
     Example:
 
@@ -102,6 +122,17 @@ class OpenTSLMConfig(PreTrainedConfig):
     projector_dropout: float = 0.0
     tie_word_embeddings: bool = False
     lora: dict | None = None
+    architecture: str = "sp"
+    num_latents: int = 64
+    resampler_num_layers: int = 6
+    resampler_num_heads: int = 8
+    resampler_head_dim: int = 64
+    resampler_ff_mult: int = 4
+    cross_attention_every_n_layers: int = 1
+    cross_attention_num_heads: int = 8
+    cross_attention_head_dim: int = 64
+    cross_attention_ff_mult: int = 4
+    media_attention: str = "per_series"
 
     def __post_init__(self, **kwargs):
         # super() first: it builds the sub-configs; setting anything on them before would be overwritten.
@@ -121,6 +152,24 @@ class OpenTSLMConfig(PreTrainedConfig):
             missing = {"r", "lora_alpha", "lora_dropout", "target_modules"} - set(self.lora)
             if missing:
                 raise ValueError(f"lora settings lack {sorted(missing)}; got {self.lora}.")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}.")
+        if self.media_attention not in MEDIA_ATTENTION:
+            raise ValueError(f"media_attention must be one of {MEDIA_ATTENTION}, got {self.media_attention!r}.")
+        for name in (
+            "num_latents",
+            "resampler_num_heads",
+            "resampler_head_dim",
+            "resampler_ff_mult",
+            "cross_attention_every_n_layers",
+            "cross_attention_num_heads",
+            "cross_attention_head_dim",
+            "cross_attention_ff_mult",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.resampler_num_layers < 0:
+            raise ValueError(f"resampler_num_layers must be >= 0, got {self.resampler_num_layers}.")
         if getattr(self.text_config, "is_encoder_decoder", False):
             raise ValueError(
                 f"text_config must be a decoder-only language model, got the encoder-decoder "

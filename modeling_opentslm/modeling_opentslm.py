@@ -25,21 +25,31 @@ TIME_SERIES_INPUTS = ("time_series", "time_series_mask")
 @dataclass
 class OpenTSLMModelOutputWithPast(BaseModelOutputWithPast):
     r"""
-    time_series_hidden_states (`torch.FloatTensor` of shape `(num_patches, hidden_size)`, *optional*):
-        The projected patch embeddings that replaced the placeholder tokens (valid patches only, in text order).
+    time_series_hidden_states (`torch.FloatTensor`, *optional*):
+        SP: the projected patch embeddings that replaced the placeholder tokens, `(num_patches, hidden_size)` (valid
+        patches only, in text order). Flamingo: the resampled latents, `(batch, series * num_latents, hidden)`.
+    media_cache (`OpenTSLMMediaCache`, *optional*):
+        Flamingo: the series' latents and the cross-attention keys/values computed from them, which the decode steps
+        of `generate` reuse.
     """
 
     time_series_hidden_states: torch.FloatTensor | None = None
+    media_cache: OpenTSLMMediaCache | None = None
 
 
 @dataclass
 class OpenTSLMCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    time_series_hidden_states (`torch.FloatTensor` of shape `(num_patches, hidden_size)`, *optional*):
-        The projected patch embeddings that replaced the placeholder tokens (valid patches only, in text order).
+    time_series_hidden_states (`torch.FloatTensor`, *optional*):
+        SP: the projected patch embeddings that replaced the placeholder tokens, `(num_patches, hidden_size)` (valid
+        patches only, in text order). Flamingo: the resampled latents, `(batch, series * num_latents, hidden)`.
+    media_cache (`OpenTSLMMediaCache`, *optional*):
+        Flamingo: the series' latents and the cross-attention keys/values computed from them, which the decode steps
+        of `generate` reuse.
     """
 
     time_series_hidden_states: torch.FloatTensor | None = None
+    media_cache: OpenTSLMMediaCache | None = None
 
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -87,7 +97,11 @@ class OpenTSLMTimeSeriesEncoder(nn.Module):
             batch_first=True,
             norm_first=False,
         )
-        self.encoder = nn.TransformerEncoder(layer, num_layers=config.num_hidden_layers, enable_nested_tensor=False)
+        self.encoder = (
+            nn.TransformerEncoder(layer, num_layers=config.num_hidden_layers, enable_nested_tensor=False)
+            if config.num_hidden_layers > 0
+            else None  # the patch tokenizer alone (the original OpenTSLM-Flamingo encoder)
+        )
 
     def forward(self, series: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
         """Encode `series` `(num_series, length)` (length a multiple of the patch size) with `patch_mask`
@@ -103,6 +117,8 @@ class OpenTSLMTimeSeriesEncoder(nn.Module):
         hidden = self.patch_embedding(series.unsqueeze(1)).transpose(1, 2)
         hidden = hidden + self.position_embedding[:, :num_patches]
         hidden = self.dropout(self.layer_norm(hidden))
+        if self.encoder is None:
+            return hidden
         return self.encoder(hidden, src_key_padding_mask=~patch_mask)
 
 
@@ -120,6 +136,212 @@ class OpenTSLMProjector(nn.Module):
         return self.dropout(self.act(self.linear(self.layer_norm(hidden))))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Flamingo: perceiver resampler and gated cross-attention
+# ---------------------------------------------------------------------------------------------------------------------
+class OpenTSLMFeedForward(nn.Module):
+    """LayerNorm → Linear(dim → mult·dim) → GELU → Linear(mult·dim → dim), without biases."""
+
+    def __init__(self, dim: int, mult: int, eps: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, dim * mult, bias=False)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(dim * mult, dim, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.layer_norm(hidden))))
+
+
+class OpenTSLMPerceiverAttention(nn.Module):
+    """The latents attend to the series' patches and to themselves; padding patches are masked out."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.media_norm = nn.LayerNorm(dim, eps=eps)
+        self.latents_norm = nn.LayerNorm(dim, eps=eps)
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=False)
+        self.kv_proj = nn.Linear(dim, 2 * num_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=False)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
+        media, latents = self.media_norm(media), self.latents_norm(latents)
+        query = _split_heads(self.q_proj(latents), self.num_heads)
+        key, value = (
+            _split_heads(t, self.num_heads) for t in self.kv_proj(torch.cat([media, latents], 1)).chunk(2, -1)
+        )
+        keep = torch.cat([media_mask, media_mask.new_ones(latents.shape[:2])], 1)[:, None, None, :]
+        out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=keep)
+        return self.o_proj(_merge_heads(out))
+
+
+class OpenTSLMPerceiverLayer(nn.Module):
+    def __init__(self, config: OpenTSLMConfig):
+        super().__init__()
+        dim, eps = config.encoder_config.hidden_size, config.encoder_config.layer_norm_eps
+        self.attention = OpenTSLMPerceiverAttention(dim, config.resampler_num_heads, config.resampler_head_dim, eps)
+        self.feed_forward = OpenTSLMFeedForward(dim, config.resampler_ff_mult, eps)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
+        latents = self.attention(media, latents, media_mask) + latents
+        return self.feed_forward(latents) + latents
+
+
+class OpenTSLMPerceiverResampler(nn.Module):
+    """Turns the patch embeddings of a series (any length) into `num_latents` vectors: learned latents that attend
+    to the patches, `resampler_num_layers` times, then a LayerNorm."""
+
+    def __init__(self, config: OpenTSLMConfig):
+        super().__init__()
+        dim = config.encoder_config.hidden_size
+        self.latents = nn.Parameter(torch.zeros(config.num_latents, dim))
+        self.layers = nn.ModuleList(OpenTSLMPerceiverLayer(config) for _ in range(config.resampler_num_layers))
+        self.layer_norm = nn.LayerNorm(dim, eps=config.encoder_config.layer_norm_eps)
+
+    def forward(self, media: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
+        """`media` `(num_series, patches, dim)` with `media_mask` `(num_series, patches)` (True: a real patch) →
+        `(num_series, num_latents, dim)`."""
+        media = media.to(self.latents.dtype)
+        latents = self.latents.unsqueeze(0).expand(media.shape[0], -1, -1)
+        for layer in self.layers:
+            latents = layer(media, latents, media_mask)
+        return self.layer_norm(latents)
+
+
+class OpenTSLMMediaCache:
+    """What the gated cross-attention blocks read: the latents of every series of the batch and, once computed, the
+    keys and values each block projects from them (the decode steps of `generate` reuse them).
+
+    `latents` is `(batch, max_series * num_latents, dim)`; `key_media` gives each latent's series ordinal within its
+    sample (-1 where the sample has fewer series); `markers_seen` counts, per sample, the series markers in the text
+    processed so far, so a decode step knows which series its new tokens may see.
+    """
+
+    def __init__(self, latents: torch.Tensor, key_media: torch.Tensor, markers_seen: torch.Tensor, mode: str):
+        self.latents = latents
+        self.key_media = key_media
+        self.markers_seen = markers_seen
+        self.mode = mode
+        self.key_values: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def advanced(self, markers_seen: torch.Tensor) -> OpenTSLMMediaCache:
+        """The same media after more text: shares latents and keys/values, counts the markers anew."""
+        moved = OpenTSLMMediaCache(self.latents, self.key_media, markers_seen, self.mode)
+        moved.key_values = self.key_values
+        return moved
+
+
+class OpenTSLMMediaContext:
+    """One forward's view of the media: the cache plus, per query token, how many markers precede it (inclusive)."""
+
+    def __init__(self, cache: OpenTSLMMediaCache, text_time: torch.Tensor, block_of_layer: dict[int, int]):
+        self.cache = cache
+        self.text_time = text_time
+        self.block_of_layer = block_of_layer
+        self.blocks: nn.ModuleList | None = None
+        self.blocks_run = 0
+        self._masks: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def attention_mask(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """An additive mask `(batch, 1, queries, keys)`, and `(batch, 1, queries, 1)` True where a token must get no
+        cross-attention at all. Built once per forward and shared by every block."""
+        if dtype not in self._masks:
+            text_time, key_media = self.text_time, self.cache.key_media
+            if self.cache.mode == "original":
+                # One media item per sample: tokens after exactly one marker see it; after two or more every key is
+                # masked alike, so the softmax is uniform (the original's behaviour); before the first, nothing.
+                allowed = (text_time == 1)[:, :, None] & (key_media >= 0)[:, None, :]
+                blind = text_time == 0
+            else:
+                allowed = (key_media[:, None, :] >= 0) & (key_media[:, None, :] < text_time[:, :, None])
+                blind = ~allowed.any(-1)
+            additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            additive = additive.masked_fill(~allowed, torch.finfo(dtype).min)
+            self._masks[dtype] = (additive[:, None], blind[:, None, :, None])
+        return self._masks[dtype]
+
+
+class OpenTSLMGatedCrossAttention(nn.Module):
+    """Text queries attend to the series' latents; tanh-gated residual attention and feed-forward. The gates start
+    at 0, so a fresh block leaves the LLM's computation unchanged."""
+
+    def __init__(self, config: OpenTSLMConfig):
+        super().__init__()
+        dim, media_dim = config.text_config.hidden_size, config.encoder_config.hidden_size
+        heads, head_dim = config.cross_attention_num_heads, config.cross_attention_head_dim
+        eps = config.encoder_config.layer_norm_eps
+        self.num_heads = heads
+        self.layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.q_proj = nn.Linear(dim, heads * head_dim, bias=False)
+        self.kv_proj = nn.Linear(media_dim, 2 * heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * head_dim, dim, bias=False)
+        self.attention_gate = nn.Parameter(torch.zeros(1))
+        self.feed_forward = OpenTSLMFeedForward(dim, config.cross_attention_ff_mult, eps)
+        self.feed_forward_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, hidden_states: torch.Tensor, media: OpenTSLMMediaContext, index: int) -> torch.Tensor:
+        media.blocks_run += 1
+        dtype = self.q_proj.weight.dtype
+        key_values = media.cache.key_values.get(index)
+        if key_values is None:
+            key, value = self.kv_proj(media.cache.latents.to(dtype)).chunk(2, -1)
+            key_values = (_split_heads(key, self.num_heads), _split_heads(value, self.num_heads))
+            media.cache.key_values[index] = key_values
+        hidden = hidden_states.to(dtype)
+        if key_values[0].shape[-2] == 0:  # no sample has a series: nothing to attend to
+            update = torch.zeros_like(hidden)
+        else:
+            query = _split_heads(self.q_proj(self.layer_norm(hidden)), self.num_heads)
+            additive, blind = media.attention_mask(query.dtype)
+            attended = nn.functional.scaled_dot_product_attention(query, *key_values, attn_mask=additive)
+            update = self.o_proj(_merge_heads(attended.masked_fill(blind, 0.0))) * self.attention_gate.tanh()
+        update = update + self.feed_forward(hidden + update) * self.feed_forward_gate.tanh()
+        # Only the block's contribution is cast, so a bf16 LLM's residual stream is not rounded twice.
+        return hidden_states + update.to(hidden_states.dtype)
+
+
+def _split_heads(hidden: torch.Tensor, num_heads: int) -> torch.Tensor:
+    return hidden.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden.transpose(1, 2).flatten(2)
+
+
+MEDIA_KWARG = "opentslm_media"
+
+
+def find_decoder_layers(language_model: nn.Module, num_layers: int) -> nn.ModuleList:
+    """The decoder's list of layers, found by shape rather than by name, so any decoder-only LLM works."""
+    for module in language_model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ValueError(
+        f"Could not find the {num_layers} decoder layers of {type(language_model).__name__}: no nn.ModuleList of that "
+        "length. The Flamingo variant needs a decoder whose layers are one ModuleList."
+    )
+
+
+def _media_hook(layer_index: int):
+    """A forward pre-hook for a decoder layer: takes the media context out of the layer's keyword arguments (so the
+    attention functions never see it) and, when a gated block sits in front of the layer, runs it first."""
+
+    def hook(module, args, kwargs):
+        media = kwargs.pop(MEDIA_KWARG, None)
+        block_index = None if media is None else media.block_of_layer.get(layer_index)
+        if block_index is None:
+            return args, kwargs
+        block = media.blocks[block_index]
+        if args:
+            args = (block(args[0], media, block_index), *args[1:])
+        else:
+            kwargs["hidden_states"] = block(kwargs["hidden_states"], media, block_index)
+        return args, kwargs
+
+    return hook
+
+
 class OpenTSLMPreTrainedModel(PreTrainedModel):
     config: OpenTSLMConfig
     config_class = OpenTSLMConfig
@@ -130,7 +352,14 @@ class OpenTSLMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["OpenTSLMTimeSeriesEncoder"]
     # The encoder, projector and LoRA adapters are small and numerically touchy (and trained): keep them in fp32
     # whatever the LLM's dtype.
-    _keep_in_fp32_modules_strict = ["time_series_encoder", "projector", "lora_A", "lora_B"]
+    _keep_in_fp32_modules_strict = [
+        "time_series_encoder",
+        "projector",
+        "resampler",
+        "cross_attention_layers",
+        "lora_A",
+        "lora_B",
+    ]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -142,19 +371,55 @@ class OpenTSLMPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, OpenTSLMTimeSeriesEncoder):
             init.normal_(module.position_embedding, mean=0.0, std=module.config.initializer_range)
+        elif isinstance(module, OpenTSLMPerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=1.0)
+        elif isinstance(module, OpenTSLMGatedCrossAttention):
+            # Closed gates: a fresh model computes exactly what its LLM computes.
+            init.zeros_(module.attention_gate)
+            init.zeros_(module.feed_forward_gate)
 
 
 class OpenTSLMModel(OpenTSLMPreTrainedModel):
-    """Encoder + projector + the LLM body (without its head)."""
+    """The time-series encoder, the bridge into the LLM and the LLM body (without its head).
+
+    SP: a projector maps patch embeddings to the LLM's width and they replace the placeholder tokens. Flamingo: a
+    perceiver resampler turns each series into latents, and gated cross-attention blocks, run by forward pre-hooks in
+    front of the LLM's decoder layers, let the text attend to them; the LLM's own modules are untouched.
+    """
 
     def __init__(self, config: OpenTSLMConfig):
         super().__init__(config)
         self.time_series_encoder = OpenTSLMTimeSeriesEncoder(config.encoder_config)
-        self.projector = OpenTSLMProjector(config)
+        if config.architecture == "flamingo":
+            self.resampler = OpenTSLMPerceiverResampler(config)
+            num_blocks = config.text_config.num_hidden_layers // config.cross_attention_every_n_layers
+            self.cross_attention_layers = nn.ModuleList(OpenTSLMGatedCrossAttention(config) for _ in range(num_blocks))
+        else:
+            self.projector = OpenTSLMProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         if config.lora is not None:
             inject_lora(self.language_model, config.lora)
+        self.attach_cross_attention()
         self.post_init()
+
+    @property
+    def is_flamingo(self) -> bool:
+        return self.config.architecture == "flamingo"
+
+    def attach_cross_attention(self) -> None:
+        """Flamingo: hook the gated blocks in front of every `cross_attention_every_n_layers`-th decoder layer of the
+        current `language_model` (call again after replacing it)."""
+        for handle in getattr(self, "_media_hook_handles", []):
+            handle.remove()
+        self._media_hook_handles = []
+        if not self.is_flamingo:
+            return
+        layers = find_decoder_layers(self.language_model, self.config.text_config.num_hidden_layers)
+        every = self.config.cross_attention_every_n_layers
+        self._block_of_layer = {layer: block for block, layer in enumerate(range(every - 1, len(layers), every))}
+        self._media_hook_handles = [
+            layer.register_forward_pre_hook(_media_hook(index), with_kwargs=True) for index, layer in enumerate(layers)
+        ]
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -162,16 +427,13 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
 
-    def get_time_series_features(self, time_series: torch.Tensor, time_series_mask: torch.Tensor) -> torch.Tensor:
-        """Encode and project a batch of series.
+    def encode_time_series(
+        self, time_series: torch.Tensor, time_series_mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Run the encoder on every present series of the batch.
 
-        Args:
-            time_series: `(batch, max_series, length)` z-normalised values, zero where padded.
-            time_series_mask: same shape, 1 where a value is real. A row of zeros is an absent series.
-
-        Returns:
-            `(num_valid_patches, text_hidden_size)`: the projected embeddings of every patch that holds data, ordered
-            sample by sample, series by series, patch by patch — the order of the placeholder tokens in the text.
+        Returns the patch embeddings `(num_present, patches, encoder_hidden)` (None when no sample has a series),
+        their patch mask `(num_present, patches)` and which `(batch, max_series)` rows are present.
         """
         if time_series.ndim != 3 or time_series_mask.shape != time_series.shape:
             raise ValueError(
@@ -187,12 +449,58 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             )
         mask = time_series_mask.bool()
         present = mask.any(dim=-1)
-        series = time_series[present]
         patch_mask = mask[present].unflatten(-1, (-1, patch_size)).any(dim=-1)
-        if series.shape[0] == 0:
+        if not present.any():
+            return None, patch_mask, present
+        return self.time_series_encoder(time_series[present], patch_mask), patch_mask, present
+
+    def get_time_series_features(self, time_series: torch.Tensor, time_series_mask: torch.Tensor) -> torch.Tensor:
+        """SP: encode and project a batch of series.
+
+        Args:
+            time_series: `(batch, max_series, length)` z-normalised values, zero where padded.
+            time_series_mask: same shape, 1 where a value is real. A row of zeros is an absent series.
+
+        Returns:
+            `(num_valid_patches, text_hidden_size)`: the projected embeddings of every patch that holds data, ordered
+            sample by sample, series by series, patch by patch — the order of the placeholder tokens in the text.
+        """
+        encoded, patch_mask, _ = self.encode_time_series(time_series, time_series_mask)
+        if encoded is None:
             return time_series.new_zeros(0, self.config.text_config.hidden_size)
-        encoded = self.time_series_encoder(series, patch_mask)
         return self.projector(encoded)[patch_mask]
+
+    def get_time_series_latents(
+        self, time_series: torch.Tensor, time_series_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Flamingo: encode and resample a batch of series.
+
+        Returns the latents `(batch, media * num_latents, encoder_hidden)`, each latent's series ordinal within its
+        sample `(batch, media * num_latents)` (-1 for padding), and the number of series per sample.
+        """
+        encoded, patch_mask, present = self.encode_time_series(time_series, time_series_mask)
+        batch, max_series = present.shape
+        num_latents, dim = self.config.num_latents, self.config.encoder_config.hidden_size
+        dtype = self.resampler.latents.dtype
+        counts = present.sum(-1)
+        if encoded is None:
+            empty = time_series.new_zeros(batch, 0, dim, dtype=dtype)
+            return empty, torch.zeros(batch, 0, dtype=torch.long, device=time_series.device), counts
+        if self.config.media_attention == "original":
+            # All series of a sample form one media item, their patches resampled together.
+            patches = encoded.new_zeros(batch, max_series, *encoded.shape[1:])
+            patches[present] = encoded
+            full_mask = patch_mask.new_zeros(batch, max_series, patch_mask.shape[-1])
+            full_mask[present] = patch_mask
+            latents = self.resampler(patches.flatten(1, 2), full_mask.flatten(1, 2))
+            key_media = torch.where(counts > 0, 0, -1)[:, None].expand(-1, num_latents)
+            return latents, key_media, counts
+        resampled = self.resampler(encoded, patch_mask)
+        latents = resampled.new_zeros(batch, max_series, num_latents, dim)
+        latents[present] = resampled
+        ordinal = torch.where(present, present.long().cumsum(-1) - 1, -1)
+        key_media = ordinal[:, :, None].expand(-1, -1, num_latents).flatten(1)
+        return latents.flatten(1, 2), key_media, counts
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor, num_features: int) -> torch.Tensor:
         placeholder_mask = input_ids == self.config.ts_token_id
@@ -205,6 +513,49 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             )
         return placeholder_mask
 
+    def _media_context(
+        self,
+        input_ids: torch.LongTensor,
+        time_series: torch.Tensor | None,
+        time_series_mask: torch.Tensor | None,
+        media_cache: OpenTSLMMediaCache | None,
+    ) -> tuple[OpenTSLMMediaContext, torch.Tensor | None]:
+        """Flamingo: the media the gated blocks read in this forward, from fresh series or the previous step's cache."""
+        markers = input_ids == self.config.ts_token_id
+        batch = input_ids.shape[0]
+        latents = None
+        if time_series is not None:
+            latents, key_media, counts = self.get_time_series_latents(time_series, time_series_mask)
+            found = markers.sum(-1)
+            if not torch.equal(found, counts.to(found.device)):
+                raise ValueError(
+                    f"The text holds {found.tolist()} series markers per sample but the series give {counts.tolist()}; "
+                    "a Flamingo prompt needs one marker per series. Build inputs with OpenTSLMProcessor("
+                    "placeholders='per_series'), which writes one for each series."
+                )
+            cache = OpenTSLMMediaCache(
+                latents, key_media, markers.new_zeros(batch, dtype=torch.long), self.config.media_attention
+            )
+        elif media_cache is not None:
+            cache = media_cache
+        else:
+            if bool(markers.any()):
+                raise ValueError(
+                    "input_ids contain time-series markers but no time_series was given; pass the processor's "
+                    "time_series and time_series_mask."
+                )
+            dim = self.config.encoder_config.hidden_size
+            cache = OpenTSLMMediaCache(
+                input_ids.new_zeros(batch, 0, dim, dtype=self.resampler.latents.dtype),
+                input_ids.new_zeros(batch, 0),
+                input_ids.new_zeros(batch),
+                self.config.media_attention,
+            )
+        text_time = cache.markers_seen[:, None] + markers.long().cumsum(-1)
+        context = OpenTSLMMediaContext(cache.advanced(text_time[:, -1]), text_time, self._block_of_layer)
+        context.blocks = self.cross_attention_layers
+        return context, latents
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -214,37 +565,50 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         time_series: torch.FloatTensor | None = None,
         time_series_mask: torch.Tensor | None = None,
+        media_cache: OpenTSLMMediaCache | None = None,
         use_cache: bool | None = None,
         **kwargs,
     ) -> OpenTSLMModelOutputWithPast:
+        r"""
+        media_cache (`OpenTSLMMediaCache`, *optional*):
+            Flamingo: the media of the previous forward (`outputs.media_cache`), for decode steps that continue a
+            prompt from `past_key_values` without passing its series again. `generate` hands it on by itself.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        ts_token_id = self.config.ts_token_id
+        if time_series is not None:
+            if ts_token_id is None:
+                raise ValueError(
+                    "time_series was given but config.ts_token_id is None, so the text cannot say where the series "
+                    "go; set ts_token_id to the processor's placeholder id (OpenTSLMProcessor.ts_token_id)."
+                )
+            if time_series_mask is None:
+                raise ValueError("time_series was given without time_series_mask; build both with the processor.")
+            if inputs_embeds is not None:
+                raise ValueError("time_series cannot be combined with inputs_embeds; pass input_ids instead.")
 
         features = None
-        if inputs_embeds is None:
+        media = None
+        if self.is_flamingo:
+            if input_ids is None:
+                raise ValueError("The Flamingo variant needs input_ids (its markers say which series the text sees).")
+            media, features = self._media_context(input_ids, time_series, time_series_mask, media_cache)
+            kwargs[MEDIA_KWARG] = media
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            ts_token_id = self.config.ts_token_id
-            has_placeholders = ts_token_id is not None and bool((input_ids == ts_token_id).any())
+        elif inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
             if time_series is not None:
-                if ts_token_id is None:
-                    raise ValueError(
-                        "time_series was given but config.ts_token_id is None, so the text cannot say where the series "
-                        "go; set ts_token_id to the processor's placeholder id (OpenTSLMProcessor.ts_token_id)."
-                    )
-                if time_series_mask is None:
-                    raise ValueError("time_series was given without time_series_mask; build both with the processor.")
                 features = self.get_time_series_features(time_series, time_series_mask)
                 placeholder_mask = self.get_placeholder_mask(input_ids, features.shape[0])
                 inputs_embeds = inputs_embeds.masked_scatter(
                     placeholder_mask.unsqueeze(-1), features.to(inputs_embeds.dtype)
                 )
-            elif has_placeholders:
+            elif ts_token_id is not None and bool((input_ids == ts_token_id).any()):
                 raise ValueError(
                     "input_ids contain time-series placeholder tokens but no time_series was given; pass the "
                     "processor's time_series and time_series_mask."
                 )
-        elif time_series is not None:
-            raise ValueError("time_series cannot be combined with inputs_embeds; pass input_ids instead.")
 
         if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
             # Left padding: count positions from each sample's first real token, as generate() does, so a sample
@@ -261,12 +625,19 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             use_cache=use_cache,
             **kwargs,
         )
+        if media is not None and media.blocks_run != len(self.cross_attention_layers):
+            raise RuntimeError(
+                f"Only {media.blocks_run} of {len(self.cross_attention_layers)} gated cross-attention blocks ran: "
+                f"{type(self.language_model).__name__} does not pass keyword arguments on to its decoder layers, "
+                "which the Flamingo variant needs."
+            )
         return OpenTSLMModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             time_series_hidden_states=features,
+            media_cache=media.cache if media is not None else None,
         )
 
 
@@ -305,6 +676,14 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
     def projector(self) -> OpenTSLMProjector:
         return self.model.projector
 
+    @property
+    def resampler(self) -> OpenTSLMPerceiverResampler:
+        return self.model.resampler
+
+    @property
+    def cross_attention_layers(self) -> nn.ModuleList:
+        return self.model.cross_attention_layers
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -314,6 +693,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         time_series: torch.FloatTensor | None = None,
         time_series_mask: torch.Tensor | None = None,
+        media_cache: OpenTSLMMediaCache | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
@@ -335,6 +715,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             time_series=time_series,
             time_series_mask=time_series_mask,
+            media_cache=media_cache,
             use_cache=use_cache,
             **kwargs,
         )
@@ -361,14 +742,25 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             time_series_hidden_states=outputs.time_series_hidden_states,
+            media_cache=outputs.media_cache,
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         series_inputs = {name: kwargs.pop(name, None) for name in TIME_SERIES_INPUTS}
+        media_cache = kwargs.pop("media_cache", None)
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):
-            model_inputs.update(series_inputs)
+            model_inputs.update(series_inputs)  # without a cache every step starts from the whole prompt again
+        else:
+            model_inputs["media_cache"] = media_cache
         return model_inputs
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if getattr(outputs, "media_cache", None) is not None:
+            # Flamingo: the series were resampled once at prefill; decode steps reuse latents and keys/values.
+            model_kwargs["media_cache"] = outputs.media_cache
+        return model_kwargs
 
     # ----------------------------------------------------------------------------------------------------------
     # Building from a pretrained LLM and choosing what trains
@@ -379,27 +771,44 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         llm_name_or_path: str,
         processor,
         *,
+        architecture: str = "sp",
         encoder_config: dict | OpenTSLMEncoderConfig | None = None,
         projector_dropout: float = 0.0,
+        config_overrides: dict | None = None,
         freeze_llm: bool = True,
         **llm_kwargs,
     ) -> OpenTSLMForCausalLM:
-        """Wrap a pretrained decoder-only LLM (Hub id or folder) with a freshly initialised encoder and projector.
+        """Wrap a pretrained decoder-only LLM (Hub id or folder) with a freshly initialised encoder and bridge.
 
         `processor` is the `OpenTSLMProcessor` built for the same LLM (`OpenTSLMProcessor.from_llm`): its tokenizer
         holds the placeholder token, so the embeddings are resized to it and `ts_token_id` is taken from it.
-        `llm_kwargs` go to `AutoModelForCausalLM.from_pretrained` (`dtype`, `attn_implementation`, `revision`...).
+        `architecture` is `"sp"` or `"flamingo"` (the processor must then write one placeholder per series:
+        `OpenTSLMProcessor.from_llm(..., placeholders="per_series")`); Flamingo's encoder defaults to the patch
+        tokenizer without transformer layers, as in the original. `config_overrides` sets other `OpenTSLMConfig`
+        fields (`num_latents`, `cross_attention_every_n_layers`...). `llm_kwargs` go to
+        `AutoModelForCausalLM.from_pretrained` (`dtype`, `attn_implementation`, `revision`...).
         """
+        expected = "per_series" if architecture == "flamingo" else "per_patch"
+        if getattr(processor, "placeholders", "per_patch") != expected:
+            raise ValueError(
+                f"The {architecture!r} architecture needs a processor with placeholders={expected!r}, got "
+                f"{processor.placeholders!r}; build it with OpenTSLMProcessor.from_llm(..., placeholders={expected!r})."
+            )
+        if encoder_config is None:
+            encoder_config = {"num_hidden_layers": 0} if architecture == "flamingo" else {}
         llm = AutoModelForCausalLM.from_pretrained(llm_name_or_path, **llm_kwargs)
         tokenizer = processor.tokenizer
         if llm.get_input_embeddings().num_embeddings < len(tokenizer):
-            llm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            # New rows start at the mean of the others: Flamingo's marker token is read by the LLM as it is.
+            llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         config = cls.config_class(
             text_config=llm.config,
-            encoder_config=encoder_config if encoder_config is not None else {},
+            encoder_config=encoder_config,
             ts_token_id=processor.ts_token_id,
             projector_dropout=projector_dropout,
             tie_word_embeddings=bool(getattr(llm.config, "tie_word_embeddings", False)),
+            architecture=architecture,
+            **(config_overrides or {}),
         )
         config._attn_implementation = llm.config._attn_implementation
         with torch.device("meta"):
@@ -407,22 +816,43 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         # Only the new parts are materialised; the LLM's weights are moved in, not copied.
         model.model.language_model = llm.get_decoder()
         model.lm_head = llm.get_output_embeddings()
-        model.model.time_series_encoder = OpenTSLMTimeSeriesEncoder(config.encoder_config)
-        model.model.projector = OpenTSLMProjector(config)
-        for module in (model.model.time_series_encoder, model.model.projector):
+        new_parts = {"time_series_encoder": OpenTSLMTimeSeriesEncoder(config.encoder_config)}
+        if architecture == "flamingo":
+            new_parts["resampler"] = OpenTSLMPerceiverResampler(config)
+            num_blocks = len(model.model.cross_attention_layers)
+            new_parts["cross_attention_layers"] = nn.ModuleList(
+                OpenTSLMGatedCrossAttention(config) for _ in range(num_blocks)
+            )
+        else:
+            new_parts["projector"] = OpenTSLMProjector(config)
+        for name, module in new_parts.items():
+            setattr(model.model, name, module)
             for submodule in module.modules():
                 model._init_weights(submodule)
+        model.model.attach_cross_attention()
         model.generation_config = llm.generation_config
         model.set_trainable(encoder=True, projector=True, llm=not freeze_llm)
         return model
 
-    def set_trainable(self, *, encoder: bool = True, projector: bool = True, llm: bool = False) -> None:
-        """Choose which parts receive gradients. LoRA adapters (see `add_lora`) stay trainable when `llm=False`."""
+    def set_trainable(
+        self, *, encoder: bool = True, projector: bool = True, llm: bool = False, embeddings: bool = False
+    ) -> None:
+        """Choose which parts receive gradients.
+
+        `projector` covers the parts that bring the series into the LLM: the projector (SP), or the perceiver
+        resampler and the gated cross-attention blocks (Flamingo). `llm` trains the whole LLM; LoRA adapters (see
+        `add_lora`) stay trainable when it is False. `embeddings` trains the LLM's input embedding matrix (and the
+        head tied to it), as the original OpenTSLM-Flamingo does.
+        """
         self.model.time_series_encoder.requires_grad_(encoder)
-        self.model.projector.requires_grad_(projector)
+        for name in ("projector", "resampler", "cross_attention_layers"):
+            if hasattr(self.model, name):
+                getattr(self.model, name).requires_grad_(projector)
         for name, parameter in self.model.language_model.named_parameters():
             parameter.requires_grad_(llm or "lora_" in name)
         self.lm_head.requires_grad_(llm)
+        if embeddings:
+            self.get_input_embeddings().requires_grad_(True)
 
     def add_lora(
         self,

@@ -20,6 +20,7 @@ from transformers.processing_utils import ProcessorMixin
 from .feature_extraction_opentslm import OpenTSLMFeatureExtractor, _is_number_list
 
 DEFAULT_SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}:"
+PLACEHOLDER_MODES = ("per_patch", "per_series")
 SERIES_STATISTICS = ("time_series_mean", "time_series_std", "time_series_num_channels")
 
 
@@ -35,6 +36,9 @@ class OpenTSLMProcessor(ProcessorMixin):
         ts_token (`str`, defaults to `"<ts>"`): the placeholder; in a prompt, one marks where one series goes; in the
             model inputs, one stands for one patch.
         series_text (`str`): default sentence introducing a series, formatted with `mean`, `std` and `channel`.
+        placeholders (`str`, defaults to `"per_patch"`): how many `ts_token`s stand for one series (one channel) in
+            the model inputs: one per patch for OpenTSLM-SP (their embeddings are replaced by the patches'), or one
+            per series for OpenTSLM-Flamingo (a marker after which the text may attend to that series).
         use_chat_template (`bool`, defaults to `False`): the prompt format. `True`: `format_prompt` wraps the prompt
             in the chat template and `__call__` adds no special tokens (the template holds them, so a template that
             starts with BOS does not get a second one). `False`: plain text, tokenised with the tokenizer's special
@@ -49,11 +53,15 @@ class OpenTSLMProcessor(ProcessorMixin):
         chat_template: str | None = None,
         ts_token: str = "<ts>",
         series_text: str = DEFAULT_SERIES_TEXT,
+        placeholders: str = "per_patch",
         use_chat_template: bool = False,
         **kwargs,
     ):
+        if placeholders not in PLACEHOLDER_MODES:
+            raise ValueError(f"placeholders must be one of {PLACEHOLDER_MODES}, got {placeholders!r}.")
         self.ts_token = ts_token
         self.series_text = series_text
+        self.placeholders = placeholders
         self.use_chat_template = use_chat_template
         if feature_extractor is None:
             feature_extractor = OpenTSLMFeatureExtractor()
@@ -82,6 +90,7 @@ class OpenTSLMProcessor(ProcessorMixin):
         llm_name_or_path: str,
         *,
         ts_token: str = "<ts>",
+        placeholders: str = "per_patch",
         use_chat_template: bool = False,
         feature_extractor: OpenTSLMFeatureExtractor | None = None,
         **kwargs,
@@ -101,6 +110,7 @@ class OpenTSLMProcessor(ProcessorMixin):
             feature_extractor=feature_extractor if feature_extractor is not None else OpenTSLMFeatureExtractor(),
             tokenizer=tokenizer,
             ts_token=ts_token,
+            placeholders=placeholders,
             use_chat_template=use_chat_template,
             **kwargs,
         )
@@ -112,6 +122,10 @@ class OpenTSLMProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", *self.feature_extractor.model_input_names]
+
+    def num_placeholders(self, length: int) -> int:
+        """Placeholder tokens that stand for one channel of `length` samples in the model inputs."""
+        return 1 if self.placeholders == "per_series" else self.feature_extractor.num_patches(length)
 
     def format_prompt(
         self, pre_prompt: str, post_prompt: str = "", num_series: int = 1, *, system_prompt: str | None = None
@@ -199,19 +213,17 @@ class OpenTSLMProcessor(ProcessorMixin):
                         std=float(statistics["time_series_std"][index, row]),
                         channel=channel,
                     )
-                    pieces.append(intro + self.ts_token * self.feature_extractor.num_patches(length))
+                    pieces.append(intro + self.ts_token * self.num_placeholders(length))
                     row += 1
                 expansions.append("\n".join(pieces))
             expanded = self._insert_series(prompt, expansions, index)
             ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
-            expected = (
-                0 if mask is None else sum(self.feature_extractor.num_patches(int(m.sum())) for m in mask[index])
-            )
+            expected = 0 if mask is None else sum(self.num_placeholders(int(m.sum())) for m in mask[index] if m.any())
             found = ids.count(self.ts_token_id)
             if found != expected:
                 raise ValueError(
-                    f"Sample {index}: the prompt holds {found} placeholder tokens after expansion but its series have "
-                    f"{expected} patches. Remove literal {self.ts_token!r} text that is not a series marker."
+                    f"Sample {index}: the prompt holds {found} placeholder tokens after expansion but its series need "
+                    f"{expected}. Remove literal {self.ts_token!r} text that is not a series marker."
                 )
             if max_length is not None and len(ids) > max_length:
                 raise ValueError(
