@@ -72,14 +72,44 @@ class OpenTSLMScriptArguments(ScriptArguments):
             "outputs/smollm2-135m/stage1/best). Without it, a fresh model is built on `model_name_or_path`."
         },
     )
+    architecture: str = field(
+        default="sp",
+        metadata={
+            "help": "A fresh model's variant: `sp` (series patches as soft tokens in the text) or `flamingo` (perceiver "
+            "resampler + gated cross-attention; memory flat in the series length). A stage that starts from "
+            "init_from must name the variant of that model."
+        },
+    )
     encoder_config: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Encoder settings for a fresh model (a dict in YAML, JSON on the CLI)."}
+    )
+    architecture_config: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Other OpenTSLMConfig settings for a fresh model, e.g. Flamingo's num_latents and "
+            "cross_attention_every_n_layers (a dict in YAML, JSON on the CLI)."
+        },
     )
     train_encoder: bool = field(default=True)
     train_projector: bool = field(default=True)
     train_llm: bool = field(default=False, metadata={"help": "Full fine-tuning of the LLM (the paper freezes it)."})
+    train_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Train the LLM's input embeddings (and the head tied to them), as the original Flamingo."},
+    )
     learning_rate_encoder: float = field(default=2e-4)
-    learning_rate_projector: float = field(default=1e-4)
+    learning_rate_projector: float = field(
+        default=1e-4, metadata={"help": "SP's projector, or Flamingo's perceiver resampler."}
+    )
+    learning_rate_cross_attention: float = field(
+        default=2e-4, metadata={"help": "Flamingo's gated cross-attention blocks."}
+    )
+    weight_decay_cross_attention: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight decay of the gated cross-attention blocks (default: weight_decay; the original 0.1)."
+        },
+    )
     learning_rate_lora: float = field(default=2e-4)
     early_stopping_patience: int | None = field(
         default=5, metadata={"help": "Evaluations without improvement of eval_loss before stopping; null: never."}
@@ -131,14 +161,22 @@ def select_split(records: DatasetDict, split: str, limit: int | None, dataset_na
 class OpenTSLMTrainer(SFTTrainer):
     """`SFTTrainer` with the original optimiser groups and the model's own loss.
 
-    - Optimiser: AdamW with one group per trained part (encoder, projector, LoRA, rest of the LLM), each with its own
-      learning rate; the scheduler scales every group alike (warm-up, then linear decay).
+    - Optimiser: AdamW with one group per trained part (encoder, projector or resampler, cross-attention, LoRA, rest
+      of the LLM), each with its own learning rate (and optionally weight decay); the scheduler scales every group
+      alike (warm-up, then linear decay).
     - Loss: the model's forward computes it, so the placeholder token stays out of the softmax exactly as in
       generation (TRL's fused LM head would score the raw logits).
     """
 
-    def __init__(self, *args, group_learning_rates: dict[str, float], **kwargs):
+    def __init__(
+        self,
+        *args,
+        group_learning_rates: dict[str, float],
+        group_weight_decays: dict[str, float] | None = None,
+        **kwargs,
+    ):
         self.group_learning_rates = group_learning_rates
+        self.group_weight_decays = group_weight_decays or {}
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -150,7 +188,11 @@ class OpenTSLMTrainer(SFTTrainer):
             if parameter.requires_grad:
                 groups[parameter_group(name)].append(parameter)
         param_groups = [
-            {"params": params, "lr": self.group_learning_rates[group], "weight_decay": self.args.weight_decay}
+            {
+                "params": params,
+                "lr": self.group_learning_rates[group],
+                "weight_decay": self.group_weight_decays.get(group, self.args.weight_decay),
+            }
             for group, params in groups.items()
             if params
         ]
@@ -168,8 +210,10 @@ class OpenTSLMTrainer(SFTTrainer):
 def parameter_group(name: str) -> str:
     if "time_series_encoder." in name:
         return "encoder"
-    if "projector." in name:
+    if "projector." in name or "resampler." in name:
         return "projector"
+    if "cross_attention_layers." in name:
+        return "cross_attention"
     if "lora_" in name:
         return "lora"
     return "llm"
@@ -211,7 +255,14 @@ def validate_arguments(
             f"init_from={script_args.init_from!r} is not a folder. Run the previous stage first "
             "(recipes/curriculum.py chains them) or point it at a saved OpenTSLM model."
         )
-    for name in ("learning_rate_encoder", "learning_rate_projector", "learning_rate_lora"):
+    if script_args.architecture not in ("sp", "flamingo"):
+        raise ValueError(f"architecture must be 'sp' or 'flamingo', got {script_args.architecture!r}.")
+    for name in (
+        "learning_rate_encoder",
+        "learning_rate_projector",
+        "learning_rate_cross_attention",
+        "learning_rate_lora",
+    ):
         if getattr(script_args, name) <= 0:
             raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
     if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
@@ -235,18 +286,31 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
             )
             processor.use_chat_template = script_args.use_chat_template
         model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype)
+        if model.config.architecture != script_args.architecture:
+            raise ValueError(
+                f"init_from={script_args.init_from!r} is an OpenTSLM-{model.config.architecture} model but this stage's "
+                f"config says architecture={script_args.architecture!r}; a curriculum keeps one variant throughout."
+            )
     else:
-        encoder_config = script_args.encoder_config
-        if isinstance(encoder_config, str):
-            encoder_config = json.loads(encoder_config)
+        encoder_config = _as_dict(script_args.encoder_config)
         llm_kwargs = {"dtype": dtype, "revision": model_args.model_revision}
         if model_args.attn_implementation:
             llm_kwargs["attn_implementation"] = model_args.attn_implementation
         llm = model_args.model_name_or_path
         processor = OpenTSLMProcessor.from_llm(
-            llm, revision=model_args.model_revision, use_chat_template=script_args.use_chat_template
+            llm,
+            revision=model_args.model_revision,
+            use_chat_template=script_args.use_chat_template,
+            placeholders="per_series" if script_args.architecture == "flamingo" else "per_patch",
         )
-        model = OpenTSLMForCausalLM.from_llm(llm, processor, encoder_config=encoder_config, **llm_kwargs)
+        model = OpenTSLMForCausalLM.from_llm(
+            llm,
+            processor,
+            architecture=script_args.architecture,
+            encoder_config=encoder_config,
+            config_overrides=_as_dict(script_args.architecture_config),
+            **llm_kwargs,
+        )
     if model_args.use_peft and model.config.lora is None:
         targets = model_args.lora_target_modules
         model.add_lora(
@@ -256,9 +320,17 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
             **({"target_modules": targets} if targets else {}),
         )
     model.set_trainable(
-        encoder=script_args.train_encoder, projector=script_args.train_projector, llm=script_args.train_llm
+        encoder=script_args.train_encoder,
+        projector=script_args.train_projector,
+        llm=script_args.train_llm,
+        embeddings=script_args.train_embeddings,
     )
     return model, processor
+
+
+def _as_dict(value: dict | str | None) -> dict | None:
+    """A dict setting given in YAML (a dict) or on the command line (JSON)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict[str, Any]:
@@ -309,9 +381,15 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         group_learning_rates={
             "encoder": script_args.learning_rate_encoder,
             "projector": script_args.learning_rate_projector,
+            "cross_attention": script_args.learning_rate_cross_attention,
             "lora": script_args.learning_rate_lora,
             "llm": training_args.learning_rate,
         },
+        group_weight_decays=(
+            {"cross_attention": script_args.weight_decay_cross_attention}
+            if script_args.weight_decay_cross_attention is not None
+            else None
+        ),
     )
 
     resume = training_args.resume_from_checkpoint
@@ -365,6 +443,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
             "init_from": script_args.init_from,
             "model_name_or_path": model_args.model_name_or_path,
             "best_model": str(best_dir),
+            "architecture": model.config.architecture,
             "lora": model.config.lora,
         }
         (best_dir / STAGE_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

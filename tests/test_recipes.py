@@ -36,6 +36,7 @@ def test_there_are_configs_for_three_llms_and_five_stages():
         by_llm.setdefault(path.parent.name, set()).add(path.stem)
     for llm in ("smollm2-135m", "llama-3.2-1b", "gemma-3-270m"):
         assert set(STAGES) <= by_llm[llm], llm
+        assert set(STAGES) <= by_llm[f"{llm}-flamingo"], llm
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -52,8 +53,10 @@ def test_every_yaml_parses_with_trl_parser(path):
     assert re.search(r"^use_chat_template: (true|false)\b", path.read_text(), flags=re.M)
     assert script_args.use_chat_template is path.parent.name.startswith("smollm2")
     stage_number = int(script_args.stage[-1])
-    assert model_args.use_peft is (stage_number >= 3)
-    if stage_number >= 3:
+    flamingo = path.parent.name.endswith("-flamingo")
+    assert script_args.architecture == ("flamingo" if flamingo else "sp")
+    assert model_args.use_peft is (stage_number >= 3 and not flamingo)  # the original Flamingo trains no LoRA
+    if model_args.use_peft:
         assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (16, 32, 0.0)
     if stage_number == 1:
         assert script_args.init_from is None and model_args.model_name_or_path
@@ -63,8 +66,13 @@ def test_every_yaml_parses_with_trl_parser(path):
         )
     if not path.parent.name.endswith("quickstart"):
         assert training_args.num_train_epochs == PAPER_EPOCHS[script_args.stage]
-        assert (script_args.learning_rate_encoder, script_args.learning_rate_projector) == (2e-4, 1e-4)
-        assert script_args.learning_rate_lora == 2e-4 and training_args.weight_decay == 0.01
+        if flamingo:  # the original Flamingo: 2e-4 everywhere, weight decay 0.1 on the cross-attention only
+            assert (script_args.learning_rate_encoder, script_args.learning_rate_projector) == (2e-4, 2e-4)
+            assert script_args.learning_rate_cross_attention == 2e-4 and training_args.weight_decay == 0.0
+            assert script_args.weight_decay_cross_attention == 0.1
+        else:
+            assert (script_args.learning_rate_encoder, script_args.learning_rate_projector) == (2e-4, 1e-4)
+            assert script_args.learning_rate_lora == 2e-4 and training_args.weight_decay == 0.01
         assert training_args.max_grad_norm == 1.0 and training_args.warmup_steps == 0.03
         assert (script_args.early_stopping_patience, script_args.early_stopping_threshold) == (5, 1e-4)
 
@@ -341,3 +349,73 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
     mtime = (tmp_path / "s4" / "best" / "model.safetensors").stat().st_mtime
     run_curriculum(configs, ["stage1", "stage3", "stage4"])
     assert (tmp_path / "s4" / "best" / "model.safetensors").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_flamingo_curriculum_carries_its_weights_to_the_next_stage(tmp_path, assets):
+    """A tiny Flamingo: stage 1 builds it (resampler + gated cross-attention), stage 2 starts from stage 1's best."""
+    configs = tmp_path / "configs"
+    common = dict(
+        max_steps=4,
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        early_stopping_patience=None,
+        save_strategy="no",
+        train_llm=False,
+        architecture="flamingo",
+        learning_rate_cross_attention=5e-2,
+    )
+    flamingo = dict(
+        num_latents=4,
+        resampler_num_layers=1,
+        resampler_num_heads=2,
+        resampler_head_dim=8,
+        cross_attention_num_heads=2,
+        cross_attention_head_dim=8,
+    )
+    write_config(
+        configs,
+        assets,
+        stage="stage1",
+        output_dir=str(tmp_path / "s1"),
+        encoder_config={**TINY_ENCODER, "num_hidden_layers": 0},
+        architecture_config=flamingo,
+        **common,
+    )
+    write_config(
+        configs,
+        assets,
+        stage="stage2",
+        init_from=str(tmp_path / "s1" / "best"),
+        model_name_or_path=None,
+        output_dir=str(tmp_path / "s2"),
+        **{**common, "learning_rate_cross_attention": 1e-6, "learning_rate_encoder": 1e-6},
+        learning_rate_projector=1e-6,
+    )
+    results = run_curriculum(configs, ["stage1", "stage2"], extra_args=[])
+    assert all(results[stage]["completed"] for stage in ("stage1", "stage2"))
+    stage1, stage2 = trained_weights(tmp_path / "s1"), trained_weights(tmp_path / "s2")
+    gates = [k for k in stage1 if k.endswith("attention_gate")]
+    assert gates and any(k.startswith("model.resampler.") for k in stage1)
+    assert not any(k.startswith("model.projector.") for k in stage1)
+    assert max(stage1[k].abs().item() for k in gates) > 1e-3, "stage 1 opened its gates"
+    # Stage 2 (lr 1e-6) ends next to stage 1's weights: it started from them, not from closed gates.
+    assert max((stage1[k] - stage2[k]).abs().max().item() for k in gates) < 1e-4
+    config2 = json.loads((tmp_path / "s2" / "best" / "config.json").read_text())
+    assert config2["architecture"] == "flamingo" and config2["num_latents"] == 4
+    processor2 = json.loads((tmp_path / "s2" / "best" / "processor_config.json").read_text())
+    assert processor2["placeholders"] == "per_series"
+    info2 = json.loads((tmp_path / "s2" / "best" / "stage_info.json").read_text())
+    assert info2["architecture"] == "flamingo" and info2["init_from"] == str(tmp_path / "s1" / "best")
+    # A stage whose config names the other variant refuses to start from it.
+    write_config(
+        configs,
+        assets,
+        stage="stage3",
+        init_from=str(tmp_path / "s2" / "best"),
+        model_name_or_path=None,
+        output_dir=str(tmp_path / "s3"),
+        **{**common, "architecture": "sp"},
+    )
+    with pytest.raises(subprocess.CalledProcessError):
+        run_curriculum(configs, ["stage3"], extra_args=[])
