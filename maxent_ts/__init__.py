@@ -1,4 +1,4 @@
-"""MaxEnt-TS: maximum-entropy tree search at inference time for time-series language models (SPEC §4).
+"""MaxEnt-TS: maximum-entropy tree search at inference time for time-series language models.
 
 from maxent_ts import maxent_ts_generate, SpectralReward
 out = maxent_ts_generate(model, inputs, SpectralReward(history=h, horizon=16), num_rollouts=16, max_new_tokens=64)
@@ -6,21 +6,27 @@ out = model.generate(**inputs, custom_generate=maxent_ts_generate, reward=reward
 """
 
 from .baselines import beam_generate, best_of_n_generate, greedy_generate, nucleus_generate
-from .harness import SearchOutput, SearchStats
-from .kv import CachedLM, KVSegment, split_prompts
-from .processors import ValueGuidedLogitsProcessor, proposal_processors
+from .custom_generate.harness import SearchOutput, SearchStats
+from .custom_generate.kv import CachedLM, KVSegment, split_prompts
+from .custom_generate.processors import ValueGuidedLogitsProcessor, proposal_processors
+from .custom_generate.reward_protocol import RewardContext, evaluate_reward
+from .custom_generate.search import (
+    MaxEntTree,
+    Node,
+    boltzmann_distribution,
+    boltzmann_weights,
+    maxent_ts_generate,
+    soft_value,
+)
 from .rewards import (
     AnswerVerifierReward,
     CallableReward,
     FeatureConsistencyReward,
-    RewardContext,
     SpectralReward,
-    evaluate_reward,
     forecast_errors,
     parse_answer,
     parse_forecast,
 )
-from .search import MaxEntTree, Node, boltzmann_distribution, boltzmann_weights, maxent_ts_generate, soft_value
 
 __all__ = [
     "AnswerVerifierReward",

@@ -1,4 +1,4 @@
-"""MaxEnt-TS: maximum-entropy tree search over a causal LM's continuations (SPEC §4).
+"""MaxEnt-TS: maximum-entropy tree search over a causal LM's continuations.
 
 Target: π*(y | x) ∝ p̃(y | x) · exp(λ · r(x, y)), p̃ being the model's distribution after the proposal processors
 (temperature, nucleus...). The tree holds token prefixes; the root is the prompt, prefilled once. Each iteration
@@ -22,7 +22,7 @@ short, so more of them fit in a budget); paths below it are left early. With ``m
 README). Backups and the Boltzmann output are the same in both modes.
 
 Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
-cached prefixes (see :mod:`maxent_ts.kv`): no prompt or prefix is ever recomputed.
+cached prefixes (see ``kv.py``): no prompt or prefix is ever recomputed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 
 from .harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
 from .kv import KVSegment
-from .rewards import RewardFn
+from .reward_protocol import RewardFn
 
 _TINY_MASS = 1e-30
 
@@ -490,7 +490,7 @@ def maxent_ts_generate(
     Args:
         model: any HF causal LM (OpenTSLM included: its ``time_series``/``time_series_mask`` go to the prefill only).
         inputs: input ids ``[batch, length]`` (left-padded) or a mapping such as a tokenizer's/processor's output.
-        reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see :mod:`maxent_ts.rewards`).
+        reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see ``reward_protocol.py``).
         num_rollouts: iterations (select, expand, roll out, back up) per prompt.
         expansion_k: children per node at most. ``max_depth``: expansions happen within this many tokens of the
             current root (None: anywhere); deeper nodes come from rollouts only.

@@ -14,7 +14,7 @@ from transformers.utils import ModelOutput
 
 from .kv import CachedLM, split_prompts
 from .processors import proposal_processors
-from .rewards import RewardContext, RewardFn, evaluate_reward
+from .reward_protocol import RewardContext, RewardFn, evaluate_reward
 
 
 @dataclass
