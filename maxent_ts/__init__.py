@@ -1,11 +1,13 @@
 """MaxEnt-TS: maximum-entropy tree search at inference time for time-series language models.
 
-from maxent_ts import maxent_ts_generate, SpectralReward
-out = maxent_ts_generate(model, inputs, SpectralReward(history=h, horizon=16), num_rollouts=16, max_new_tokens=64)
-out = model.generate(**inputs, custom_generate=maxent_ts_generate, reward=reward, max_new_tokens=64)
+from maxent_ts import maxent_ts_generate, MaxEntTSConfig, SpectralReward
+reward = SpectralReward(history=history, horizon=6)
+out = maxent_ts_generate(model, inputs, reward, max_new_tokens=40, token_budget=320)  # the tuned defaults
+out = maxent_ts_generate(model, inputs, reward, max_new_tokens=40, search_config=MaxEntTSConfig(lam=50.0))
 """
 
 from .baselines import beam_generate, best_of_n_generate, greedy_generate, nucleus_generate
+from .custom_generate.config import MaxEntTSConfig
 from .custom_generate.harness import SearchOutput, SearchStats
 from .custom_generate.kv import CachedLM, KVSegment, split_prompts
 from .custom_generate.processors import ValueGuidedLogitsProcessor, proposal_processors
@@ -34,6 +36,7 @@ __all__ = [
     "CallableReward",
     "FeatureConsistencyReward",
     "KVSegment",
+    "MaxEntTSConfig",
     "MaxEntTree",
     "Node",
     "RewardContext",
