@@ -18,8 +18,8 @@ distinct children, so unlikely tokens are forced into the tree and rollouts bran
 token is drawn ∝ p̃ · e^{λ q}, q being v̂ for evaluated children and the mean reward so far for unexplored tokens, and
 a rollout starts at the first token that has no evaluated child. Paths that beat the baseline are followed deep
 before branching (rollouts there are short, so more of them fit in a budget); paths below it are left early. With no
-depth or width cap this is the setting ``benchmarks/bench_search.py`` compares with best-of-N (ahead on both tasks,
-by small margins). Backups and the Boltzmann output are the same in every mode.
+depth or width cap this is the setting the opentslm-hub search benchmark compares with best-of-N (ahead on its
+forecasting and captioning tasks, by small margins). Backups and the Boltzmann output are the same in every mode.
 
 Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
 cached prefixes (see ``kv.py``): no prompt or prefix is ever recomputed.
