@@ -29,14 +29,15 @@ per position, so its forward *calls* are fewer; both counts are reported.
     # bench_search_caption_train.json: --tasks caption --prompts 16 --split train --methods maxent_ts
     # the *_seed2 / *_seed3 files: the same commands with --seed 2 / --seed 3 (and --methods maxent_ts)
 
-MaxEnt-TS runs with probability-mass widening anywhere in the tree (``mass_widening=True, max_depth=None``, no cap
-on children), unexplored tokens valued at the mean reward so far, ``min_branch_mass=0.02`` and λ = 100: settings
-chosen on the validation split (see the JSON's ``settings``). Forecast outputs of every method end once all ``horizon``
-numbers are written (``SpectralReward.is_complete`` as ``stop_condition``), so no method spends tokens that cannot
-change the reward. The token budget is a hard cap: MaxEnt-TS never evaluates more tokens than best-of-N did. The
-summary pairs MaxEnt-TS with best-of-N on each prompt: mean difference, its standard error and wins/ties/losses.
-Each prompt has its own seed, shared by every method (`prompt_seed`). `best_of_n_pool.py` adds a lower-variance
-best-of-N reference to a result file.
+MaxEnt-TS runs with the defaults of `MaxEntTSConfig` (probability-mass widening anywhere in the tree, no cap on
+children, unexplored tokens valued at the mean reward so far, ``min_branch_mass=0.02``, λ = 100: settings chosen on
+the validation split; ``--search KEY=VALUE`` overrides one for tuning), ``num_rollouts = 8 N`` and best-of-N's token
+count as ``token_budget``; the JSON's ``settings`` record the whole search config. Forecast outputs of every method
+end once all ``horizon`` numbers are written (``SpectralReward.is_complete`` as ``stop_condition``), so no method
+spends tokens that cannot change the reward. The token budget is a hard cap: MaxEnt-TS never evaluates more tokens
+than best-of-N did. The summary pairs MaxEnt-TS with best-of-N on each prompt: mean difference, its standard error
+and wins/ties/losses. Each prompt has its own seed, shared by every method (`prompt_seed`). `best_of_n_pool.py` adds
+a lower-variance best-of-N reference to a result file.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from maxent_ts import (  # noqa: E402
     FeatureConsistencyReward,
+    MaxEntTSConfig,
     SpectralReward,
     beam_generate,
     best_of_n_generate,
@@ -191,20 +193,31 @@ def run_method(method: str, model, inputs, task, budget: int, args, token_budget
         model,
         inputs,
         reward,
+        search_config=args.search_config,
         num_rollouts=8 * budget,
         token_budget=token_budget,
-        expansion_k=args.expansion_k,
-        max_depth=args.max_depth,
-        lam=args.lam,
         temperature=1.0,
-        rollout_batch_size=args.rollout_batch_size,
-        mass_widening=args.mass_widening,
-        unexplored_prior=args.unexplored_prior,
-        min_branch_mass=args.min_branch_mass,
-        widening_alpha=args.widening_alpha,
         seed=seed,
         **common,
     )
+
+
+def search_config(overrides: list[str]) -> MaxEntTSConfig:
+    """The default search config with ``KEY=VALUE`` overrides (values in JSON: ``lam=50``, ``max_depth=null``,
+    ``widening="fixed"``; a bare word is a string)."""
+    values = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--search takes KEY=VALUE, got {item!r}")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    try:
+        return MaxEntTSConfig.from_dict(values)
+    except ValueError as error:
+        raise SystemExit(f"--search: {error}") from error
 
 
 def main() -> None:
@@ -215,14 +228,14 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=32)
     parser.add_argument("--horizon", type=int, default=6)
     parser.add_argument("--max_new_tokens", type=int, default=40)
-    parser.add_argument("--expansion_k", type=int, default=1_000_000, help="children per node at most")
-    parser.add_argument("--max_depth", type=int, default=None, help="expansion window in tokens (default: anywhere)")
-    parser.add_argument("--lam", type=float, default=100.0)
-    parser.add_argument("--rollout_batch_size", type=int, default=4)
-    parser.add_argument("--mass_widening", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--widening_alpha", type=float, default=None)
-    parser.add_argument("--unexplored_prior", default="mean", choices=["mean", "parent"])
-    parser.add_argument("--min_branch_mass", type=float, default=0.02)
+    parser.add_argument(
+        "--search",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="MaxEnt-TS settings other than its defaults (fields of MaxEntTSConfig), e.g. lam=50 widening=fixed "
+        "expansion_k=3 max_depth=5; num_rollouts and token_budget are set per budget",
+    )
     parser.add_argument(
         "--split",
         default="test",
@@ -237,6 +250,7 @@ def main() -> None:
     )
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/bench_search.json"))
     args = parser.parse_args()
+    args.search_config = search_config(args.search)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -294,7 +308,10 @@ def main() -> None:
     print_table(summary)
     result = {
         "model": "SmolLM2-135M-Instruct (fp32)",
-        "settings": {k: v for k, v in vars(args).items() if k != "tokenizer"},
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k not in ("tokenizer", "search_config")},
+            "search_config": args.search_config.to_dict(),  # num_rollouts and token_budget: per budget, as above
+        },
         "summary": summary,
         "rows": rows,
         "torch": torch.__version__,

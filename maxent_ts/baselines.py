@@ -6,7 +6,7 @@
 - :func:`best_of_n_generate`: ``n`` samples from the search's proposal p̃, returns the one the reward prefers.
 
 ``stop_condition`` (a keyword, ``fn(text) -> bool`` on the decoded output so far) ends an output early, as in
-:func:`~maxent_ts.search.maxent_ts_generate`. Sampled rows run as one batch, so ``nfe`` is about the longest output's
+:func:`~maxent_ts.maxent_ts_generate`. Sampled rows run as one batch, so ``nfe`` is about the longest output's
 length whatever ``n``; compare compute with ``tokens_processed``.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from .harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
-from .rewards import RewardFn
+from .custom_generate.harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
+from .custom_generate.reward_protocol import RewardFn
 
 
 def _common(method: str, model, inputs, reward, generation_config, kwargs, *, greedy: bool, **settings):

@@ -7,6 +7,8 @@ import json
 import pytest
 from benchmark_runner import run_benchmark
 
+from maxent_ts import MaxEntTSConfig
+
 pytestmark = pytest.mark.slow
 
 
@@ -38,6 +40,7 @@ def test_bench_search_runs_every_method_and_keeps_maxent_ts_within_best_of_n_tok
     forecast = next(r for r in rows if r["task"] == "forecast")
     assert {"mae", "mse", "parsed"} <= set(forecast)
     assert {(s["task"], s["method"]) for s in result["summary"]} >= {("caption", "maxent_ts"), ("forecast", "beam")}
+    assert MaxEntTSConfig.from_dict(result["settings"]["search_config"]) == MaxEntTSConfig()  # the defaults ran
 
 
 def test_best_of_n_pool_pairs_maxent_ts_with_the_expected_best_of_n(bench, tmp_path):

@@ -24,6 +24,7 @@ from maxent_ts import (  # noqa: E402
     CachedLM,
     CallableReward,
     FeatureConsistencyReward,
+    MaxEntTSConfig,
     RewardContext,
     SpectralReward,
     ValueGuidedLogitsProcessor,
@@ -36,6 +37,15 @@ from maxent_ts import (  # noqa: E402
     nucleus_generate,
     proposal_processors,
 )
+
+# The search as it was before the tuned defaults: fixed widening (k = 3 children within 5 tokens of the root), λ = 5,
+# batches of 8 and no minimum branch mass. The exactness checks need a complete tree, so no minimum mass; the tests
+# written for this setting keep it (each one overrides what it sets).
+FIXED_WIDENING = dict(widening="fixed", expansion_k=3, max_depth=5, lam=5.0, rollout_batch_size=8, min_branch_mass=0.0)
+
+
+def fixed(**settings) -> dict:
+    return {**FIXED_WIDENING, **settings}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -108,15 +118,17 @@ def exact_setup():
     return model, prompt, p, target, math.log(z) / LAM
 
 
-def run_exact(model, prompt, rollouts, seed, **kwargs):
+def run_exact(model, prompt, rollouts, seed, widening="fixed", **kwargs):
     return maxent_ts_generate(
         model,
         prompt,
         count_ones,
         num_rollouts=rollouts,
+        widening=widening,
         expansion_k=VOCAB,
         max_depth=DEPTH,
         lam=LAM,
+        min_branch_mass=0.0,
         temperature=TAU,
         max_new_tokens=DEPTH,
         seed=seed,
@@ -128,7 +140,9 @@ def run_exact(model, prompt, rollouts, seed, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "widening", [{}, {"mass_widening": True}, {"widening_alpha": 0.5}], ids=["k-children", "mass", "visits"]
+    "widening",
+    [{"widening": "fixed"}, {"widening": "mass"}, {"widening": "visits", "widening_alpha": 0.5}],
+    ids=["k-children", "mass", "visits"],
 )
 def test_complete_tree_root_value_and_distribution_are_exact(exact_setup, widening):
     model, prompt, _, target, soft_value = exact_setup
@@ -196,7 +210,7 @@ def test_reward_changes_the_choice():
     root = full_log_probs(model, prompt, [], 1.0)
     rare, likely = int(root[:-1].argmin()), int(root[:-1].argmax())
     assert math.exp(float(root[rare])) < 0.05
-    common = dict(num_rollouts=24, expansion_k=16, max_depth=2, lam=10.0, max_new_tokens=4, seed=0)
+    common = dict(num_rollouts=24, **fixed(expansion_k=16, max_depth=2, lam=10.0), max_new_tokens=4, seed=0)
     for favoured in (rare, likely):
         out = maxent_ts_generate(model, prompt, first_token_reward(favoured), **common)
         assert out.sequences[0, 3].item() == favoured
@@ -230,13 +244,14 @@ class ForwardCounter:
 @pytest.mark.parametrize(
     "method, kwargs",
     [
-        (maxent_ts_generate, dict(num_rollouts=20, expansion_k=3, max_depth=3, lam=2.0, rollout_batch_size=4)),
-        (maxent_ts_generate, dict(num_rollouts=9, expansion_k=2, max_depth=4, lam=2.0, rollout_batch_size=1)),
-        (maxent_ts_generate, dict(num_rollouts=30, expansion_k=2, max_depth=2, commit_every=6, rollout_batch_size=3)),
+        (maxent_ts_generate, fixed(num_rollouts=20, expansion_k=3, max_depth=3, lam=2.0, rollout_batch_size=4)),
+        (maxent_ts_generate, fixed(num_rollouts=9, expansion_k=2, max_depth=4, lam=2.0, rollout_batch_size=1)),
+        (maxent_ts_generate, fixed(num_rollouts=30, expansion_k=2, max_depth=2, commit_every=6, rollout_batch_size=3)),
         (
             maxent_ts_generate,
-            dict(num_rollouts=24, expansion_k=32, max_depth=None, mass_widening=True, lam=5.0, rollout_batch_size=4),
+            fixed(num_rollouts=24, expansion_k=32, max_depth=None, widening="mass", lam=5.0, rollout_batch_size=4),
         ),
+        (maxent_ts_generate, dict(num_rollouts=24)),  # the defaults
         (best_of_n_generate, dict(n=5)),
         (greedy_generate, {}),
         (nucleus_generate, dict(num_samples=3)),
@@ -265,7 +280,8 @@ def test_rollout_batching_spends_fewer_calls_for_the_same_tokens():
     model = tiny_llama(32, seed=3, sharpen=3.0)
     prompt = torch.tensor([[4, 8, 15, 16, 23]])
     reward = lambda texts, context: [0.5] * len(texts)  # noqa: E731
-    common = dict(num_rollouts=16, expansion_k=4, max_depth=2, max_new_tokens=12, seed=0)
+    common = dict(num_rollouts=16, **fixed(expansion_k=4, max_depth=2), max_new_tokens=12, seed=0)
+    common.pop("rollout_batch_size")
     sequential = maxent_ts_generate(model, prompt, reward, rollout_batch_size=1, **common).stats[0]
     batched = maxent_ts_generate(model, prompt, reward, rollout_batch_size=8, **common).stats[0]
     assert batched.nfe < sequential.nfe / 2
@@ -310,13 +326,10 @@ def test_tree_node_distributions_match_recomputation():
         model,
         prompt,
         lambda t, c: [0.3] * len(t),
-        num_rollouts=24,
-        expansion_k=24,
-        max_depth=6,
+        search_config=MaxEntTSConfig(**fixed(num_rollouts=24, expansion_k=24, max_depth=6, rollout_batch_size=6)),
         max_new_tokens=6,
         temperature=0.9,
         seed=0,
-        rollout_batch_size=6,
         return_trees=True,
     )
     checked, stack = 0, [out.trees[0]]
@@ -344,10 +357,7 @@ def test_custom_generate_with_a_plain_llama_and_a_padded_batch():
         attention_mask=mask,
         custom_generate=maxent_ts_generate,
         reward=reward,
-        num_rollouts=32,
-        expansion_k=32,
-        max_depth=1,
-        lam=10.0,
+        search_config=MaxEntTSConfig(**fixed(num_rollouts=32, expansion_k=32, max_depth=1, lam=10.0)),
         max_new_tokens=4,
         seed=0,
     )
@@ -355,7 +365,7 @@ def test_custom_generate_with_a_plain_llama_and_a_padded_batch():
     assert out.sequences[:, 5].tolist() == [3, 3]
     assert len(out.stats) == 2 and all(s.prompt_tokens in (3, 5) for s in out.stats)
     direct = maxent_ts_generate(
-        model, {"input_ids": ids[:1, 2:]}, reward, num_rollouts=32, expansion_k=32, max_depth=1, lam=10.0,
+        model, {"input_ids": ids[:1, 2:]}, reward, **fixed(num_rollouts=32, expansion_k=32, max_depth=1, lam=10.0),
         max_new_tokens=4, seed=0,
     )  # fmt: skip
     assert direct.sequences[0, 3:].tolist() == out.sequences[0, 5 : 5 + direct.sequences.shape[1] - 3].tolist()
@@ -378,6 +388,8 @@ def test_argument_errors_name_the_value():
         maxent_ts_generate(model, torch.tensor([[1, 2]]), None, max_new_tokens=2)
     with pytest.raises(ValueError, match="select"):
         maxent_ts_generate(model, torch.tensor([[1, 2]]), count_ones, max_new_tokens=2, select="argmax")
+    with pytest.raises(ValueError, match="needs expansion_k"):
+        maxent_ts_generate(model, torch.tensor([[1, 2]]), count_ones, max_new_tokens=2, widening="fixed")
     with pytest.raises(ValueError, match=r"1\.5"):
         maxent_ts_generate(model, torch.tensor([[1, 2]]), lambda t, c: [1.5] * len(t), max_new_tokens=2)
     with pytest.raises(ValueError, match="padding"):
@@ -489,14 +501,16 @@ def series_pair(length: int = 40):
     return first, first[::-1].copy()
 
 
+# more children allowed than rollouts: the root keeps its distribution
+ROOT_DISTRIBUTION_SEARCH = MaxEntTSConfig(**fixed(num_rollouts=4, expansion_k=5, max_depth=2))
+
+
 def root_distribution(model, inputs, **kwargs):
     out = maxent_ts_generate(
         model,
         inputs,
         lambda texts, context: [0.5] * len(texts),
-        num_rollouts=4,
-        expansion_k=5,  # more than the rollouts: the root keeps its distribution
-        max_depth=2,
+        search_config=ROOT_DISTRIBUTION_SEARCH,
         seed=0,
         return_trees=True,
         **kwargs,
@@ -537,9 +551,7 @@ def assert_series_is_fed(model, processor, max_new_tokens: int):
         **inputs_a,
         custom_generate=maxent_ts_generate,
         reward=lambda texts, context: [0.5] * len(texts),
-        num_rollouts=4,
-        expansion_k=5,
-        max_depth=2,
+        search_config=ROOT_DISTRIBUTION_SEARCH,
         seed=0,
         max_new_tokens=max_new_tokens,
         tokenizer=processor,
@@ -600,7 +612,7 @@ def test_commit_and_reroot_and_token_budget():
     prompt = torch.tensor([[1, 2, 3]])
     reward = first_token_reward(5)
     out = maxent_ts_generate(
-        model, prompt, reward, num_rollouts=40, expansion_k=2, max_depth=2, commit_every=5, max_new_tokens=12,
+        model, prompt, reward, **fixed(num_rollouts=40, expansion_k=2, max_depth=2, commit_every=5), max_new_tokens=12,
         seed=0, select="sample", return_trees=True,
     )  # fmt: skip
     stats = out.stats[0]
@@ -613,8 +625,8 @@ def test_commit_and_reroot_and_token_budget():
         prefix.append(node.token)
     assert out.sequences[0, 3 : 3 + len(prefix)].tolist() == prefix
     budgeted = maxent_ts_generate(
-        model, prompt, reward, num_rollouts=1000, expansion_k=3, max_depth=12, max_new_tokens=12, seed=0,
-        token_budget=60, rollout_batch_size=4,
+        model, prompt, reward, **fixed(num_rollouts=1000, expansion_k=3, max_depth=12, rollout_batch_size=4),
+        max_new_tokens=12, seed=0, token_budget=60,
     ).stats[0]  # fmt: skip
     spent = budgeted.tokens_processed - budgeted.prompt_tokens
     assert 60 - 12 < spent <= 60 and budgeted.rollouts < 1000  # never over: a rollout starts only if it fits
@@ -634,9 +646,9 @@ def test_stop_condition_ends_outputs_and_the_budget_is_spent_but_never_exceeded(
     assert 7 not in output[:-1] and (output[-1] == 7 or len(output) == 12)
     for seed in range(6):
         out = maxent_ts_generate(
-            model, prompt, reward, num_rollouts=1000, mass_widening=True, expansion_k=16, max_depth=None, lam=5.0,
-            max_new_tokens=12, token_budget=50, rollout_batch_size=4, seed=seed, stop_condition=stop,
-            return_trees=True,
+            model, prompt, reward, num_rollouts=1000, widening="mass", expansion_k=16, max_depth=None, lam=5.0,
+            min_branch_mass=0.0, max_new_tokens=12, token_budget=50, rollout_batch_size=4, seed=seed,
+            stop_condition=stop, return_trees=True,
         )  # fmt: skip
         spent = out.stats[0].tokens_processed - out.stats[0].prompt_tokens
         assert 50 - 12 < spent <= 50  # a rollout starts when the longest output so far still fits
@@ -655,7 +667,7 @@ def test_min_branch_mass_leaves_the_tail_of_each_node_unexplored():
     """No child is added where less than ``min_branch_mass`` of p̃ is left unexplored; without it the tail fills up."""
     model = tiny_llama(16, seed=6, sharpen=2.0)
     prompt = torch.tensor([[1, 3, 5]])
-    common = dict(num_rollouts=300, mass_widening=True, expansion_k=16, max_depth=None, max_new_tokens=3, seed=0)
+    common = dict(num_rollouts=300, widening="mass", expansion_k=16, max_depth=None, lam=5.0, max_new_tokens=3, seed=0)
 
     def covered_before_last_child(min_branch_mass):
         out = maxent_ts_generate(
@@ -680,8 +692,8 @@ def test_mass_widening_first_rollout_is_a_draw_from_the_proposal(exact_setup):
     runs, counts = 400, {}
     for seed in range(runs):
         out = maxent_ts_generate(
-            model, prompt, count_ones, num_rollouts=1, mass_widening=True, expansion_k=VOCAB, max_depth=None,
-            lam=LAM, temperature=TAU, max_new_tokens=DEPTH, seed=seed,
+            model, prompt, count_ones, num_rollouts=1, widening="mass", expansion_k=VOCAB, max_depth=None,
+            lam=LAM, min_branch_mass=0.0, temperature=TAU, max_new_tokens=DEPTH, seed=seed,
         )  # fmt: skip
         row = out.sequences[0, prompt.shape[1] :].tolist()
         seq = tuple(row[: row.index(EOS) + 1] if EOS in row else row[:DEPTH])
@@ -696,7 +708,9 @@ def test_mass_widening_prefers_paths_above_the_baseline():
     prompt = torch.tensor([[3, 5, 7]])
     dist = full_log_probs(model, prompt, [], 1.0).exp()
     favoured = int(dist.argsort()[-3])  # the third most likely first token
-    common = dict(num_rollouts=48, mass_widening=True, expansion_k=16, max_depth=None, max_new_tokens=4, seed=0)
+    common = dict(
+        num_rollouts=48, widening="mass", expansion_k=16, max_depth=None, min_branch_mass=0.0, max_new_tokens=4, seed=0
+    )
     shares = {}
     for lam in (0.0, 20.0):
         out = maxent_ts_generate(

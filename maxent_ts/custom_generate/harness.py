@@ -3,6 +3,7 @@ reward evaluation with validation, statistics and the returned output."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .kv import CachedLM, split_prompts
 from .processors import proposal_processors
-from .rewards import RewardContext, RewardFn, evaluate_reward
+from .reward_protocol import RewardContext, RewardFn, evaluate_reward
 
 
 @dataclass
@@ -106,6 +107,28 @@ def resolve_settings(
         pad = min(eos_ids) if eos_ids else 0
     pad = int(pad[0] if isinstance(pad, (list, tuple)) else pad)
     return Settings(int(max_new_tokens), float(temperature), top_p, top_k, eos_ids, pad)
+
+
+_GENERATION_FIELDS = frozenset(GenerationConfig().__dict__)
+
+
+def split_generation_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(generation settings, the rest)``: the keys that are `GenerationConfig` fields (``max_new_tokens``,
+    ``temperature``, ``top_p``, ``num_return_sequences``...) and everything else (model inputs)."""
+    generation = {key: value for key, value in kwargs.items() if key in _GENERATION_FIELDS}
+    return generation, {key: value for key, value in kwargs.items() if key not in generation}
+
+
+def merged_generation_config(
+    model: torch.nn.Module, generation_config: GenerationConfig | None, settings: Mapping[str, Any]
+) -> GenerationConfig:
+    """A copy of ``generation_config`` (else the model's) with ``settings`` on top; the originals are left alone."""
+    base = generation_config if generation_config is not None else getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    if settings:
+        config.do_sample = True  # the search samples its proposal; keeps the config's checks quiet about temperature
+        config.update(**settings)
+    return config
 
 
 def as_input_dict(inputs: Any, model_kwargs: Mapping[str, Any]) -> dict[str, Any]:

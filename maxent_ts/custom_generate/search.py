@@ -1,4 +1,4 @@
-"""MaxEnt-TS: maximum-entropy tree search over a causal LM's continuations (SPEC §4).
+"""MaxEnt-TS: maximum-entropy tree search over a causal LM's continuations.
 
 Target: π*(y | x) ∝ p̃(y | x) · exp(λ · r(x, y)), p̃ being the model's distribution after the proposal processors
 (temperature, nucleus...). The tree holds token prefixes; the root is the prompt, prefilled once. Each iteration
@@ -12,22 +12,21 @@ Target: π*(y | x) ∝ p̃(y | x) · exp(λ · r(x, y)), p̃ being the model's d
 
 On a complete tree v̂(root) = (1/λ) log E_p̃[e^{λr}] and descending with the Boltzmann rule samples π* exactly.
 
-Widening. With a fixed k (the default, SPEC's k = 3 within ``max_depth`` tokens of the root) every node gets k distinct
-children, so unlikely tokens are forced into the tree and rollouts branch only near the root: on SmolLM2 that loses to
-best-of-N at equal compute. ``mass_widening=True`` replaces it: along the descent a token is drawn ∝ p̃ · e^{λ q}, q
-being v̂ for evaluated children and the mean reward so far for unexplored tokens, and a rollout starts at the first
-token that has no evaluated child. Paths that beat the baseline are followed deep before branching (rollouts there are
-short, so more of them fit in a budget); paths below it are left early. With ``max_depth=None`` this is the setting
-``benchmarks/bench_search.py`` compares with best-of-N (ahead on both tasks, by small margins: see the
-README). Backups and the Boltzmann output are the same in both modes.
+Widening (``MaxEntTSConfig.widening``). With ``"fixed"`` every node within ``max_depth`` tokens of the root gets k
+distinct children, so unlikely tokens are forced into the tree and rollouts branch only near the root: on SmolLM2
+(k = 3, depth 5) that loses to best-of-N at equal compute. ``"mass"`` (the default) replaces it: along the descent a
+token is drawn ∝ p̃ · e^{λ q}, q being v̂ for evaluated children and the mean reward so far for unexplored tokens, and
+a rollout starts at the first token that has no evaluated child. Paths that beat the baseline are followed deep
+before branching (rollouts there are short, so more of them fit in a budget); paths below it are left early. With no
+depth or width cap this is the setting the opentslm-hub search benchmark compares with best-of-N (ahead on its
+forecasting and captioning tasks, by small margins). Backups and the Boltzmann output are the same in every mode.
 
 Rollouts run in batches (several selections, then one batched rollout); expansions and rollouts continue from
-cached prefixes (see :mod:`maxent_ts.kv`): no prompt or prefix is ever recomputed.
+cached prefixes (see ``kv.py``): no prompt or prefix is ever recomputed.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,9 +35,18 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
-from .harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
+from .config import MaxEntTSConfig
+from .harness import (
+    PromptJob,
+    SearchOutput,
+    assemble_output,
+    make_decoder,
+    merged_generation_config,
+    prepare_jobs,
+    split_generation_kwargs,
+)
 from .kv import KVSegment
-from .rewards import RewardFn
+from .reward_protocol import RewardFn
 
 _TINY_MASS = 1e-30
 
@@ -128,34 +136,20 @@ def boltzmann_distribution(root: Node, lam: float) -> dict[tuple[int, ...], floa
 class MaxEntTree:
     """The search for one prompt. Use through :func:`maxent_ts_generate`."""
 
-    def __init__(
-        self,
-        job: PromptJob,
-        *,
-        expansion_k: int,
-        max_depth: int,
-        lam: float,
-        widening_alpha: float | None,
-        mass_widening: bool,
-        generator: torch.Generator,
-        rng: np.random.Generator,
-        keep_all_distributions: bool,
-        unexplored_prior: str = "mean",
-        min_branch_mass: float = 0.0,
-    ):
+    def __init__(self, job: PromptJob, config: MaxEntTSConfig, generator: torch.Generator, rng: np.random.Generator):
         self.job = job
         self.lm = job.lm
         self.settings = job.settings
-        self.k = expansion_k
-        self.max_depth = max_depth if max_depth is not None else job.settings.max_new_tokens
-        self.lam = lam
-        self.widening_alpha = widening_alpha
-        self.mass_widening = mass_widening
-        self.unexplored_prior = unexplored_prior
-        self.log_min_mass = math.log(max(min_branch_mass, _TINY_MASS))
+        self.k = config.expansion_k if config.expansion_k is not None else math.inf
+        self.max_depth = config.max_depth if config.max_depth is not None else job.settings.max_new_tokens
+        self.lam = float(config.lam)
+        self.widening_alpha = config.widening_alpha if config.widening == "visits" else None
+        self.mass_widening = config.widening == "mass"
+        self.unexplored_prior = config.unexplored_prior
+        self.log_min_mass = math.log(max(config.min_branch_mass, _TINY_MASS))
         self.generator = generator
         self.rng = rng
-        self.keep_all_distributions = keep_all_distributions
+        self.keep_all_distributions = config.commit_every is not None
         self.origin = Node(None, None, 0, 0.0)
         self.root = self.origin
         self.tree_size = 1
@@ -457,99 +451,54 @@ def maxent_ts_generate(
     inputs: Any = None,
     reward: RewardFn | None = None,
     *,
-    num_rollouts: int = 16,
-    expansion_k: int = 3,
-    max_depth: int | None = 5,
-    lam: float = 5.0,
-    max_new_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    top_k: int | None = None,
-    seed: int | None = None,
-    rollout_batch_size: int = 8,
-    commit_every: int | None = None,
-    select: str = "best",
-    widening_alpha: float | None = None,
-    mass_widening: bool = False,
-    unexplored_prior: str = "mean",
-    min_branch_mass: float = 0.0,
-    stop_condition: Callable[[str], bool] | None = None,
-    num_return_sequences: int | None = None,
-    token_budget: int | None = None,
+    search_config: MaxEntTSConfig | dict[str, Any] | None = None,
+    generation_config: GenerationConfig | None = None,
     tokenizer: Any = None,
     reward_context: Any = None,
-    proposal_processors: Sequence[LogitsProcessor] | None = None,
-    return_trees: bool = False,
+    stop_condition: Callable[[str], bool] | None = None,
+    seed: int | None = None,
     logits_processor: LogitsProcessorList | None = None,
     stopping_criteria: StoppingCriteriaList | None = None,
-    generation_config: GenerationConfig | None = None,
-    **model_kwargs: Any,
+    **kwargs: Any,
 ) -> SearchOutput:
-    """MaxEnt-TS for each prompt of a batch; also a ``custom_generate`` for ``model.generate``.
+    """MaxEnt-TS for each prompt of a batch: ``search_config`` says how to search, the generation config what to
+    generate (proposal p̃ and length).
 
     Args:
         model: any HF causal LM (OpenTSLM included: its ``time_series``/``time_series_mask`` go to the prefill only).
         inputs: input ids ``[batch, length]`` (left-padded) or a mapping such as a tokenizer's/processor's output.
-        reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see :mod:`maxent_ts.rewards`).
-        num_rollouts: iterations (select, expand, roll out, back up) per prompt.
-        expansion_k: children per node at most. ``max_depth``: expansions happen within this many tokens of the
-            current root (None: anywhere); deeper nodes come from rollouts only.
-        lam: λ, the inverse temperature of the reward tilt (rewards are in [0, 1]).
-        max_new_tokens, temperature, top_p, top_k: the proposal p̃ and output length; defaults come from
-            ``generation_config`` (then the model's), temperature 1.
-        rollout_batch_size: rollouts selected before one batched rollout (1 = strictly sequential search).
-        commit_every: after this many rollouts, commit the root's best child and re-root (None: never; the search
-            also commits when the tree within ``max_depth`` is exhausted).
-        widening_alpha: progressive widening by visits: a node may have ``min(k, 1 + visits**alpha)`` children.
-        mass_widening: progressive widening by probability mass: at each node a token is drawn ∝ p̃ · e^{λ q}, q being
-            v̂ for evaluated children and the mean reward so far for the others; an unevaluated token starts a rollout
-            there. Nothing unlikely is forced into the tree, λ = 0 is plain sampling with prefix reuse, and good paths
-            are extended deep in the tree (cheap rollouts). Use it with ``max_depth=None`` and a large
-            ``expansion_k``: the setting ``benchmarks/bench_search.py`` compares with best-of-N.
-        unexplored_prior: with mass widening, the q of unexplored tokens: ``"mean"`` (the mean reward so far: the
-            search follows paths above it deep and branches late) or ``"parent"`` (the node's own v̂: branching off the
-            best path in proportion to the unexplored mass, i.e. mostly early, where p̃ is uncertain).
-        min_branch_mass: unexplored probability mass below which a node is treated as fully expanded (0: only
-            when nothing is left; e.g. 0.02 keeps the search off the vocabulary's tail and lets subtrees finish).
+        reward: ``reward(texts, context) -> list[float]`` in [0, 1] (see ``reward_protocol.py``).
+        search_config: a :class:`MaxEntTSConfig` or a dict of its fields; None: the defaults (the benchmark's tuned
+            settings). Never modified.
+        generation_config: ``max_new_tokens``, ``temperature``, ``top_p``, ``top_k`` (the proposal p̃ is the model
+            after temperature, top-k and nucleus) and ``num_return_sequences``; None: the model's. Temperature 1
+            when neither sets one.
+        tokenizer: decodes texts for the reward (a processor works too; without one, texts are the ids joined by
+            spaces).
+        reward_context: per-prompt data for the reward: one dict, or a list with one dict per prompt.
         stop_condition: ``fn(text) -> bool`` on the decoded output so far; True ends the output like EOS does
             (e.g. ``SpectralReward.is_complete``: once the forecast has its numbers nothing later changes the reward).
-        select: ``"best"`` returns the highest-reward output found; ``"sample"`` a Boltzmann descent (a draw from
-            π* when the tree is complete). ``num_return_sequences`` outputs per prompt.
-        token_budget: token positions after the prompt the search may evaluate; never exceeded. A rollout starts when
-            an output as long as the longest so far still fits (``max_new_tokens`` before any) and rows are cut where
-            the budget ends (scored as they stand), so comparisons at equal compute are fair.
-        tokenizer: decodes texts for the reward (without one, texts are the ids joined by spaces).
-        reward_context: per-prompt data for the reward: one dict, or a list with one dict per prompt.
-        proposal_processors: extra `LogitsProcessor`s applied before temperature/nucleus (e.g. value guidance).
-        logits_processor: from ``generate``: its entries other than temperature/top-k/top-p warpers (which come from
-            the arguments above) are added to the proposal.
+        seed: seeds the search's random draws (None: a random seed).
+        logits_processor: extra `LogitsProcessor`s applied before temperature/top-k/nucleus (e.g. value guidance);
+            from ``generate``, its temperature/top-k/top-p warpers are left out (the generation settings define them).
+        stopping_criteria: accepted for ``generate``'s sake and not used: outputs end at EOS, ``max_new_tokens`` or
+            ``stop_condition``.
+        **kwargs: fields of :class:`MaxEntTSConfig` (override ``search_config``: ``num_rollouts=32``,
+            ``token_budget=320``...), fields of `GenerationConfig` (override ``generation_config``:
+            ``max_new_tokens=40``...), and model inputs (``input_ids``, ``attention_mask``, ``time_series``...).
 
     Returns:
-        :class:`~maxent_ts.harness.SearchOutput` with ``sequences`` (prompt + output), ``texts``, ``rewards`` and
-        ``stats`` (NFE, tokens processed, tree size, best/mean reward, wall time per prompt).
+        :class:`SearchOutput` with ``sequences`` (prompt + output, ``num_return_sequences`` rows per prompt),
+        ``texts``, ``rewards`` and ``stats`` (NFE, tokens processed, tree size, best/mean reward, wall time per
+        prompt); ``trees`` (root nodes) with ``return_trees=True``.
     """
     if reward is None:
         raise ValueError(
             "maxent_ts_generate needs reward=...: a callable (texts, context) -> list of floats in [0, 1]."
         )
-    if select not in ("best", "sample"):
-        raise ValueError(f"select must be 'best' or 'sample', got {select!r}.")
-    for name, value in (
-        ("num_rollouts", num_rollouts),
-        ("expansion_k", expansion_k),
-        ("max_depth", 1 if max_depth is None else max_depth),
-    ):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}.")
-    if rollout_batch_size < 1:
-        raise ValueError(f"rollout_batch_size must be >= 1, got {rollout_batch_size}.")
-    if unexplored_prior not in ("mean", "parent"):
-        raise ValueError(f"unexplored_prior must be 'mean' or 'parent', got {unexplored_prior!r}.")
-    if not 0.0 <= min_branch_mass < 1.0:
-        raise ValueError(f"min_branch_mass must be in [0, 1), got {min_branch_mass}.")
-    if num_return_sequences is None:
-        num_return_sequences = getattr(generation_config, "num_return_sequences", None) or 1
-    extra = list(proposal_processors or []) + _user_processors(logits_processor)
+    config = MaxEntTSConfig.coerce(search_config)
+    generation_settings, model_kwargs = split_generation_kwargs(config.update(**kwargs))
+    generation_config = merged_generation_config(model, generation_config, generation_settings)
     input_ids, settings, jobs = prepare_jobs(
         model,
         inputs,
@@ -559,18 +508,19 @@ def maxent_ts_generate(
         tokenizer=tokenizer,
         reward_context=reward_context,
         generation_config=generation_config,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        extra_processors=extra,
+        max_new_tokens=None,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        extra_processors=_user_processors(logits_processor),
         stop_condition=stop_condition,
     )
-    if token_budget is not None and token_budget < settings.max_new_tokens:
+    if config.token_budget is not None and config.token_budget < settings.max_new_tokens:
         raise ValueError(
-            f"token_budget={token_budget} cannot pay for one rollout of max_new_tokens={settings.max_new_tokens} "
-            "tokens; give at least max_new_tokens."
+            f"token_budget={config.token_budget} cannot pay for one rollout of max_new_tokens="
+            f"{settings.max_new_tokens} tokens; give at least max_new_tokens."
         )
+    num_return_sequences = generation_config.num_return_sequences or 1
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
     rng = np.random.default_rng(seed)
@@ -580,23 +530,15 @@ def maxent_ts_generate(
     try:
         with torch.no_grad():
             for job in jobs:
-                tree = MaxEntTree(
-                    job,
-                    expansion_k=expansion_k,
-                    max_depth=max_depth,
-                    lam=float(lam),
-                    widening_alpha=widening_alpha,
-                    mass_widening=mass_widening,
-                    generator=generator,
-                    rng=rng,
-                    keep_all_distributions=commit_every is not None,
-                    unexplored_prior=unexplored_prior,
-                    min_branch_mass=min_branch_mass,
-                )
+                tree = MaxEntTree(job, config, generator, rng)
                 tree.run(
-                    num_rollouts, rollout_batch_size, commit_every, token_budget, sample_commits=select == "sample"
+                    config.num_rollouts,
+                    config.rollout_batch_size,
+                    config.commit_every,
+                    config.token_budget,
+                    sample_commits=config.select == "sample",
                 )
-                if select == "sample":
+                if config.select == "sample":
                     leaves = [tree.sample_output() for _ in range(num_return_sequences)]
                     outputs = [(leaf.path(), leaf.reward if leaf.reward is not None else math.nan) for leaf in leaves]
                 else:
@@ -610,7 +552,7 @@ def maxent_ts_generate(
                 stats.append(job.finish(sequences, rewards))
                 selected.append(sequences)
                 selected_rewards.append(rewards)
-                trees.append(tree.origin if return_trees else None)
+                trees.append(tree.origin if config.return_trees else None)
     finally:
         model.train(was_training)
     return assemble_output(
@@ -620,7 +562,7 @@ def maxent_ts_generate(
         selected_rewards,
         stats,
         make_decoder(tokenizer),
-        trees if return_trees else None,
+        trees if config.return_trees else None,
     )
 
 
@@ -632,12 +574,3 @@ def _user_processors(logits_processor: LogitsProcessorList | None) -> list[Logit
         return []
     skip = (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
     return [p for p in logits_processor if not isinstance(p, skip)]
-
-
-# `generate(custom_generate=fn)` pops every keyword of fn's signature out of its kwargs before building the generation
-# config. `max_new_tokens` must stay in the config (generate checks the prompt against max_length with it), so the
-# signature generate sees leaves it out; we read it back from `generation_config`.
-_signature = inspect.signature(maxent_ts_generate)
-maxent_ts_generate.__signature__ = _signature.replace(
-    parameters=[p for p in _signature.parameters.values() if p.name != "max_new_tokens"]
-)
