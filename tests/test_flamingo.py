@@ -32,6 +32,7 @@ FLAMINGO = dict(
     cross_attention_num_heads=2,
     cross_attention_head_dim=8,
     cross_attention_ff_mult=2,
+    cross_attention_every_n_layers=1,
 )
 
 
@@ -256,6 +257,8 @@ def test_bad_inputs_give_clear_errors(processor):
         model(**sp_inputs)
     with pytest.raises(StrictDataclassError, match="architecture must be one of"):
         OpenTSLMConfig(architecture="perceiver")
+    with pytest.raises(StrictDataclassError, match="leaves no gated cross-attention block in a decoder of 2 layers"):
+        OpenTSLMConfig(text_config=tiny_text_config("llama", 401), architecture="flamingo")  # every 4th by default
 
 
 def test_text_only_forward_and_generate(processor):

@@ -372,6 +372,7 @@ def test_flamingo_curriculum_carries_its_weights_to_the_next_stage(tmp_path, ass
         resampler_head_dim=8,
         cross_attention_num_heads=2,
         cross_attention_head_dim=8,
+        cross_attention_every_n_layers=1,
     )
     write_config(
         configs,
