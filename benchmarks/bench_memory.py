@@ -69,6 +69,7 @@ def build(variant: str, tiny: bool, dtype: torch.dtype):
             encoder_config=encoder,
             ts_token_id=processor.ts_token_id,
             architecture=variant,
+            cross_attention_every_n_layers=1,  # the tiny LLM has 2 layers
         )
         torch.manual_seed(0)
         model = OpenTSLMForCausalLM(config)

@@ -101,6 +101,12 @@ def test_bad_configs_give_clear_errors(tmp_path):
     args = parse([*base, "--init_from", str(tmp_path / "missing"), "--remove_unused_columns", "false"])
     with pytest.raises(ValueError, match="is not a folder. Run the previous stage first"):
         validate_arguments(*args)
+    args = parse([*base, "--architecture", "perceiver", "--remove_unused_columns", "false"])
+    with pytest.raises(ValueError, match="architecture must be 'sp' or 'flamingo', got 'perceiver'"):
+        validate_arguments(*args)
+    args = parse([*base, "--dataset_streaming", "true", "--remove_unused_columns", "false"])
+    with pytest.raises(ValueError, match="dataset_streaming is not supported"):
+        validate_arguments(*args)
     with pytest.raises(ValueError, match="remove_unused_columns must be false"):
         validate_arguments(*parse(base))
     bad_yaml = tmp_path / "bad.yaml"
