@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny import tiny_tokenizer
+from tiny import tiny_processor
 
 from hub_datasets.schema import RECORD_FEATURES, make_record
-from modeling_opentslm import OpenTSLMProcessor
 from recipes.collator import OpenTSLMDataCollator, encode_prompts, encode_with_answers, record_inputs
 
 
 @pytest.fixture(scope="module")
 def processor():
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    return OpenTSLMProcessor(tokenizer=tokenizer)
+    return tiny_processor()
 
 
 def decode(processor, ids):

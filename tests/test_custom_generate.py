@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from fake_hub import FakeHub
-from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
+from tiny import tiny_text_config
 from transformers import AutoConfig, AutoModelForCausalLM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,18 +240,10 @@ def test_generate_from_a_local_folder_equals_the_direct_call(tmp_path):
 
 
 def test_generate_from_a_local_folder_with_a_tiny_opentslm_and_its_series():
-    from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
+    from tiny import tiny_opentslm, tiny_processor
 
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    processor = OpenTSLMProcessor(tokenizer=tokenizer)
-    torch.manual_seed(0)
-    config = OpenTSLMConfig(
-        text_config=tiny_text_config("llama", len(tokenizer)),
-        encoder_config=TINY_ENCODER,
-        ts_token_id=processor.ts_token_id,
-    )
-    model = OpenTSLMForCausalLM(config).eval()
+    processor = tiny_processor()
+    model = tiny_opentslm(processor)
     text = processor.format_prompt("You are an expert in time series analysis.", "Describe the series.", num_series=1)
     series = np.sin(np.arange(40) / 3.0)
     inputs = processor(text=text, time_series=[[series]], return_tensors="pt")

@@ -3,17 +3,12 @@ LLM families, built in the test)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
+from remote_code import run_without_the_package
+from tiny import TINY_ENCODER, prompts, series_batch, tiny_opentslm, tiny_processor, tiny_text_config, tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
@@ -21,8 +16,6 @@ from modeling_opentslm.modeling_opentslm import OpenTSLMMediaCache, OpenTSLMMedi
 from recipes.collator import encode_with_answers
 
 FAMILIES = ["llama", "qwen2", "gemma3"]
-PRE = "You are an expert in time series analysis."
-POST = "Please generate a detailed caption for this time-series, describing it as accurately as possible."
 FLAMINGO = dict(
     architecture="flamingo",
     num_latents=4,
@@ -37,9 +30,7 @@ FLAMINGO = dict(
 
 
 def make_processor() -> OpenTSLMProcessor:
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    return OpenTSLMProcessor(tokenizer=tokenizer, placeholders="per_series")
+    return tiny_processor(placeholders="per_series")
 
 
 @pytest.fixture(scope="module")
@@ -48,34 +39,14 @@ def processor():
 
 
 def make_model(family: str, processor, *, open_gates: bool = True, seed: int = 0, **overrides) -> OpenTSLMForCausalLM:
-    torch.manual_seed(seed)
-    config = OpenTSLMConfig(
-        text_config=tiny_text_config(family, len(processor.tokenizer)),
-        encoder_config={**TINY_ENCODER, "num_hidden_layers": 0},
-        ts_token_id=processor.ts_token_id,
-        **{**FLAMINGO, **overrides},
-    )
-    model = OpenTSLMForCausalLM(config).eval()
+    settings = {**FLAMINGO, **overrides}
+    model = tiny_opentslm(processor, family, seed, encoder_config={**TINY_ENCODER, "num_hidden_layers": 0}, **settings)
     if open_gates:  # fresh gates are 0 (the bare LLM); open them so the series matter
         with torch.no_grad():
             for block in model.cross_attention_layers:
                 block.attention_gate.fill_(0.8)
                 block.feed_forward_gate.fill_(0.5)
     return model
-
-
-def series_batch():
-    """Different numbers of series per sample (the original cannot batch these), one of them 2-channel."""
-    rng = np.random.default_rng(0)
-    return [
-        [rng.normal(size=37), np.stack([np.sin(np.arange(22) / 3), np.cos(np.arange(22) / 3)])],
-        [np.linspace(-3, 8, 9)],
-        [rng.normal(size=61) * 50 + 7, rng.normal(size=5)],
-    ]
-
-
-def prompts(processor, batch):
-    return [processor.format_prompt(PRE, POST, num_series=len(sample)) for sample in batch]
 
 
 def test_processor_writes_one_marker_per_series(processor):
@@ -211,21 +182,26 @@ def test_loss_only_on_answers_and_training_moves_the_gates(processor):
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"model.language_model.embed_tokens.weight"}
 
 
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(processor):
+@pytest.mark.parametrize("architecture", ["sp", "flamingo"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(architecture):
+    flamingo = architecture == "flamingo"
+    processor = make_processor() if flamingo else tiny_processor()
     batch = series_batch()
     inputs = encode_with_answers(processor, prompts(processor, batch), ["a", "b c", "d"], batch)
     results = []
     for checkpointing in (False, True):
-        model = make_model("qwen2", processor).train()
+        model = (make_model("qwen2", processor) if flamingo else tiny_opentslm(processor, "qwen2")).train()
         model.set_trainable(encoder=True, projector=True, llm=True)
         if checkpointing:
             model.gradient_checkpointing_enable()
+            assert any(getattr(module, "gradient_checkpointing", False) for module in model.language_model.modules())
         loss = model(**inputs).loss
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
     (loss_a, grads_a), (loss_b, grads_b) = results
     torch.testing.assert_close(loss_a, loss_b)
-    assert grads_a.keys() == grads_b.keys() and any("cross_attention" in n for n in grads_a)
+    bridge = "cross_attention" if flamingo else "projector"
+    assert grads_a.keys() == grads_b.keys() and any(bridge in n for n in grads_a)
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5)
 
@@ -306,45 +282,7 @@ def test_save_load_and_trust_remote_code_without_the_package(tmp_path, processor
         expected_tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, -4:].tolist()
         reloaded = OpenTSLMForCausalLM.from_pretrained(folder).eval()
         torch.testing.assert_close(reloaded(**inputs).logits[:, -1], expected, rtol=0, atol=0)
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, json, sys
-        import numpy as np, torch
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"modeling_opentslm", "opentslm_hub", "hub_datasets", "recipes"}}:
-                    raise ImportError("blocked: " + name)
-
-        sys.meta_path.insert(0, Block())
-        sys.path = [p for p in sys.path if p not in ("", {str(os.getcwd())!r})]
-        from transformers import AutoModelForCausalLM, AutoProcessor
-
-        folder = {str(folder)!r}
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        assert processor.placeholders == "per_series" and model.config.architecture == "flamingo"
-        rng = np.random.default_rng(0)
-        batch = [
-            [rng.normal(size=37), np.stack([np.sin(np.arange(22) / 3), np.cos(np.arange(22) / 3)])],
-            [np.linspace(-3, 8, 9)],
-            [rng.normal(size=61) * 50 + 7, rng.normal(size=5)],
-        ]
-        texts = [processor.format_prompt({PRE!r}, {POST!r}, num_series=len(s)) for s in batch]
-        inputs = processor(text=texts, time_series=batch)
-        with torch.no_grad():
-            logits = model(**inputs).logits[:, -1].tolist()
-            tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, -4:].tolist()
-        print(json.dumps({{"logits": logits, "tokens": tokens}}))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_without_the_package(folder, cwd=tmp_path)
+    assert out["architecture"] == "flamingo" and out["placeholders"] == "per_series"
     np.testing.assert_allclose(out["logits"], expected.tolist(), atol=1e-5)
     assert out["tokens"] == expected_tokens

@@ -561,20 +561,10 @@ def assert_series_is_fed(model, processor, max_new_tokens: int):
 
 
 def test_series_is_fed_with_a_tiny_opentslm():
-    from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
+    from tiny import tiny_opentslm, tiny_processor
 
-    from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
-
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    processor = OpenTSLMProcessor(tokenizer=tokenizer)
-    torch.manual_seed(0)
-    config = OpenTSLMConfig(
-        text_config=tiny_text_config("llama", len(tokenizer)),
-        encoder_config=TINY_ENCODER,
-        ts_token_id=processor.ts_token_id,
-    )
-    model = OpenTSLMForCausalLM(config).eval()
+    processor = tiny_processor()
+    model = tiny_opentslm(processor)
     out = assert_series_is_fed(model, processor, max_new_tokens=6)
     assert isinstance(out.texts[0], str)
 

@@ -3,58 +3,42 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
+from remote_code import run_without_the_package
+from tiny import (
+    POST,
+    PRE,
+    TINY_ENCODER,
+    prompts,
+    series_batch,
+    tiny_opentslm,
+    tiny_processor,
+    tiny_text_config,
+    tiny_tokenizer,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor, LlamaConfig, LlamaForCausalLM
 
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMModel, OpenTSLMProcessor
 from recipes.collator import encode_with_answers
 
 FAMILIES = ["llama", "qwen2", "gemma3"]
-PRE = "You are an expert in time series analysis."
-POST = "Please generate a detailed caption for this time-series, describing it as accurately as possible."
 
 
 def make_processor() -> OpenTSLMProcessor:
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    return OpenTSLMProcessor(tokenizer=tokenizer)
+    return tiny_processor()
 
 
 def make_model(family: str, processor: OpenTSLMProcessor, seed: int = 0) -> OpenTSLMForCausalLM:
-    torch.manual_seed(seed)
-    config = OpenTSLMConfig(
-        text_config=tiny_text_config(family, len(processor.tokenizer)),
-        encoder_config=TINY_ENCODER,
-        ts_token_id=processor.ts_token_id,
-    )
-    return OpenTSLMForCausalLM(config).eval()
+    return tiny_opentslm(processor, family, seed)
 
 
 @pytest.fixture(scope="module")
 def processor():
     return make_processor()
-
-
-def series_batch():
-    rng = np.random.default_rng(0)
-    return [
-        [rng.normal(size=37), np.stack([np.sin(np.arange(22) / 3), np.cos(np.arange(22) / 3)])],
-        [np.linspace(-3, 8, 9)],
-        [rng.normal(size=61) * 50 + 7, rng.normal(size=5)],
-    ]
-
-
-def prompts(processor, batch):
-    return [processor.format_prompt(PRE, POST, num_series=len(sample)) for sample in batch]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -188,46 +172,7 @@ def test_trust_remote_code_without_the_package(tmp_path, processor):
     with torch.no_grad():
         expected = model(**inputs).logits[:, -1].tolist()
         expected_tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, -4:].tolist()
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, json, sys
-        import numpy as np, torch
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"modeling_opentslm", "opentslm_hub", "hub_datasets"}}:
-                    raise ImportError("blocked: " + name)
-
-        sys.meta_path.insert(0, Block())
-        sys.path = [p for p in sys.path if p not in ("", {str(os.getcwd())!r})]
-        from transformers import AutoModelForCausalLM, AutoProcessor
-
-        folder = {str(folder)!r}
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-        assert "modeling_opentslm" not in sys.modules
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        rng = np.random.default_rng(0)
-        batch = [
-            [rng.normal(size=37), np.stack([np.sin(np.arange(22) / 3), np.cos(np.arange(22) / 3)])],
-            [np.linspace(-3, 8, 9)],
-            [rng.normal(size=61) * 50 + 7, rng.normal(size=5)],
-        ]
-        texts = [processor.format_prompt({PRE!r}, {POST!r}, num_series=len(s)) for s in batch]
-        inputs = processor(text=texts, time_series=batch)
-        with torch.no_grad():
-            logits = model(**inputs).logits[:, -1].tolist()
-            tokens = model.generate(**inputs, max_new_tokens=4, do_sample=False)[:, -4:].tolist()
-        print(json.dumps({{"logits": logits, "tokens": tokens, "cls": type(model).__name__}}))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_without_the_package(folder, cwd=tmp_path)
     assert out["cls"] == "OpenTSLMForCausalLM"
     np.testing.assert_allclose(out["logits"], expected, atol=1e-5)
     assert out["tokens"] == expected_tokens

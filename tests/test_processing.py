@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny import CHAT_TEMPLATE, tiny_tokenizer
+from tiny import CHAT_TEMPLATE, tiny_processor, tiny_tokenizer
 from transformers import AutoFeatureExtractor, AutoProcessor
 
 from modeling_opentslm import OpenTSLMFeatureExtractor, OpenTSLMProcessor
@@ -14,9 +14,7 @@ from modeling_opentslm import OpenTSLMFeatureExtractor, OpenTSLMProcessor
 
 @pytest.fixture(scope="module")
 def processor():
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    return OpenTSLMProcessor(tokenizer=tokenizer)
+    return tiny_processor()
 
 
 def decode(processor, ids):

@@ -188,6 +188,17 @@ def run_script(args: list[str], env_extra: dict | None = None, timeout: int = 60
     return result
 
 
+# Four steps, no evaluation or checkpoints: enough to see a stage train and hand its model on.
+SHORT_RUN = dict(
+    max_steps=4,
+    eval_strategy="no",
+    load_best_model_at_end=False,
+    early_stopping_patience=None,
+    save_strategy="no",
+    train_llm=False,
+)
+
+
 def trained_weights(output_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(output_dir / "best" / "model.safetensors"))
 
@@ -315,14 +326,7 @@ def test_two_process_cpu_ddp_equals_one_process(tmp_path, assets):
 def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
     """Stages 1 → 3 → 4 in separate processes: stage 3 adds LoRA, stage 4 starts from stage 3's trained adapters."""
     configs = tmp_path / "configs"
-    common = dict(
-        max_steps=4,
-        eval_strategy="no",
-        load_best_model_at_end=False,
-        early_stopping_patience=None,
-        save_strategy="no",
-        train_llm=False,
-    )
+    common = SHORT_RUN
     write_config(configs, assets, stage="stage1", output_dir=str(tmp_path / "s1"), **common)
     lora = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0)
     for stage, previous, lora_lr in (("stage3", "s1", 5e-2), ("stage4", "s3", 1e-6)):
@@ -361,16 +365,7 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
 def test_flamingo_curriculum_carries_its_weights_to_the_next_stage(tmp_path, assets):
     """A tiny Flamingo: stage 1 builds it (resampler + gated cross-attention), stage 2 starts from stage 1's best."""
     configs = tmp_path / "configs"
-    common = dict(
-        max_steps=4,
-        eval_strategy="no",
-        load_best_model_at_end=False,
-        early_stopping_patience=None,
-        save_strategy="no",
-        train_llm=False,
-        architecture="flamingo",
-        learning_rate_cross_attention=5e-2,
-    )
+    common = dict(**SHORT_RUN, architecture="flamingo", learning_rate_cross_attention=5e-2)
     flamingo = dict(
         num_latents=4,
         resampler_num_layers=1,

@@ -114,3 +114,48 @@ def save_toy_records(folder, sizes=(24, 8, 8), seed: int = 0) -> str:
         splits[split] = records_to_dataset(records)
     DatasetDict(splits).save_to_disk(folder)
     return str(folder)
+
+
+PRE = "You are an expert in time series analysis."
+POST = "Please generate a detailed caption for this time-series, describing it as accurately as possible."
+
+
+def tiny_processor(**kwargs):
+    """An OpenTSLMProcessor on the tiny tokenizer with the `<ts>` token added (kwargs go to the processor)."""
+    from modeling_opentslm import OpenTSLMProcessor
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
+    return OpenTSLMProcessor(tokenizer=tokenizer, **kwargs)
+
+
+def series_batch():
+    """Three samples with different numbers of series (one of them 2-channel) and lengths."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [
+        [rng.normal(size=37), np.stack([np.sin(np.arange(22) / 3), np.cos(np.arange(22) / 3)])],
+        [np.linspace(-3, 8, 9)],
+        [rng.normal(size=61) * 50 + 7, rng.normal(size=5)],
+    ]
+
+
+def prompts(processor, batch) -> list[str]:
+    return [processor.format_prompt(PRE, POST, num_series=len(sample)) for sample in batch]
+
+
+def tiny_opentslm(processor, family: str = "llama", seed: int = 0, **config_kwargs):
+    """A random OpenTSLMForCausalLM (eval mode) on a tiny config of `family`, sized to `processor`'s tokenizer."""
+    import torch
+
+    from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM
+
+    torch.manual_seed(seed)
+    config_kwargs.setdefault("encoder_config", TINY_ENCODER)
+    config = OpenTSLMConfig(
+        text_config=tiny_text_config(family, len(processor.tokenizer)),
+        ts_token_id=processor.ts_token_id,
+        **config_kwargs,
+    )
+    return OpenTSLMForCausalLM(config).eval()
