@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from packaging.version import Version
 from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
 
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
 from modeling_opentslm.compat_opentslm import (
+    SUPPORTED_TRANSFORMERS,
     TRANSFORMERS_FLOOR,
     TRANSFORMERS_NEWEST_TESTED,
     check_transformers_version,
@@ -328,3 +330,14 @@ def test_version_check_stops_older(version):
         ImportError, match=rf"needs transformers >= 5\.16\.1 \(tested 5\.16\.1 to 5\.25\.0\); found {version}"
     ):
         check_transformers_version(version)
+
+
+def test_readme_and_model_cards_state_the_range():
+    from recipes.sft import COMPATIBILITY_CARD_SECTION
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"### Compatibility: transformers {TRANSFORMERS_FLOOR} to {TRANSFORMERS_NEWEST_TESTED}" in readme
+    assert f'SUPPORTED_TRANSFORMERS = "{SUPPORTED_TRANSFORMERS}"' in readme
+    assert f"`{SUPPORTED_TRANSFORMERS}`" in COMPATIBILITY_CARD_SECTION
+    # The range is the tested one: its ends are environments of test_saved_folders_run_the_same.
+    assert SUPPORTED_TRANSFORMERS == f">={min(SUPPORTED, key=Version)},<={max(SUPPORTED, key=Version)}"
