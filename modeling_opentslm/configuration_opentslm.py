@@ -9,7 +9,7 @@ from transformers.configuration_utils import PreTrainedConfig
 
 try:
     from transformers.configuration_utils import SubConfigSpec
-except ImportError:  # transformers < 5.2x: the config builds its sub-configs itself (see `_build_sub_configs`)
+except ImportError:  # transformers < 5.20: the config builds its sub-configs itself (see `_build_sub_configs`)
     SubConfigSpec = None
 
 AUTO_MAP = {

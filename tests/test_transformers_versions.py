@@ -13,6 +13,7 @@ check more releases with `OPENTSLM_TF_VERSIONS_EXTRA=5.19.0,5.22.2`.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -110,14 +111,6 @@ def env_python(version: str) -> Path:
 # ---------------------------------------------------------------------------------------------------------------------
 # Reference folders, saved and run with the pinned transformers
 # ---------------------------------------------------------------------------------------------------------------------
-FOLDERS = {
-    # name: (LLM family, std of its init, LoRA, chat template). A wide init, so that greedy decoding picks varied
-    # tokens (the default one repeats one token); gemma3 (embeddings scaled by sqrt(hidden)) collapses above 0.1.
-    "sp-qwen2": ("qwen2", 0.5, False, False),
-    "sp-gemma3": ("gemma3", 0.1, False, False),
-    "sp-lora-llama": ("llama", 0.5, True, True),
-}
-
 # What is measured: the same code runs here under the pinned transformers and in the load script under the others.
 MEASURE = textwrap.dedent(
     """
@@ -154,7 +147,12 @@ exec(MEASURE, _namespace)
 measure = _namespace["measure"]
 
 
-def make_model(family: str, std: float, processor: OpenTSLMProcessor, lora: bool) -> OpenTSLMForCausalLM:
+def make_sp(family: str, std: float, lora: bool = False, chat: bool = False):
+    """A tiny random OpenTSLM-SP and its processor. `std`: the LLM's init; `lora`: non-zero adapters (so that adapters
+    that are not loaded show in the logits); `chat`: the processor prompts with the chat template."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
+    processor = OpenTSLMProcessor(tokenizer=tokenizer, use_chat_template=chat)
     torch.manual_seed(0)
     config = OpenTSLMConfig(
         text_config=dict(tiny_text_config(family, len(processor.tokenizer)), initializer_range=std),
@@ -164,11 +162,21 @@ def make_model(family: str, std: float, processor: OpenTSLMProcessor, lora: bool
     model = OpenTSLMForCausalLM(config)
     if lora:
         model.add_lora(r=4, lora_alpha=8)
-        with torch.no_grad():  # non-zero adapters, so that adapters that are not loaded show in the logits
+        with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if "lora_B" in name:
                     parameter.normal_(0, 0.2)
-    return model.eval()
+    return model.eval(), processor
+
+
+# name: a function that builds (model, processor), saved with `save_pretrained` and checked under each version. A wide
+# init, so that greedy decoding picks varied tokens (the default one repeats one token); gemma3 (embeddings scaled by
+# sqrt(hidden)) collapses above 0.1.
+FOLDERS = {
+    "sp-qwen2": functools.partial(make_sp, "qwen2", 0.5),
+    "sp-gemma3": functools.partial(make_sp, "gemma3", 0.1),
+    "sp-lora-llama": functools.partial(make_sp, "llama", 0.5, lora=True, chat=True),
+}
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +185,8 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
     series = series_batch()
     expected = {}
-    for name, (family, std, lora, chat) in FOLDERS.items():
-        tokenizer = tiny_tokenizer()
-        tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-        processor = OpenTSLMProcessor(tokenizer=tokenizer, use_chat_template=chat)
-        model = make_model(family, std, processor, lora)
+    for name, build in FOLDERS.items():
+        model, processor = build()
         model.save_pretrained(root / name)
         processor.save_pretrained(root / name)
         expected[name] = measure(model, processor, series, PRE, POST, NEW_TOKENS)
