@@ -349,3 +349,24 @@ def test_readme_and_model_cards_state_the_range():
     assert f"`{SUPPORTED_TRANSFORMERS}`" in COMPATIBILITY_CARD_SECTION
     # The range is the tested one: its ends are environments of test_saved_folders_run_the_same.
     assert {TRANSFORMERS_FLOOR, TRANSFORMERS_NEWEST_TESTED} <= set(SUPPORTED)
+
+
+@pytest.mark.parametrize(
+    "text_config",
+    [None, {"hidden_size": 32, "num_attention_heads": 4}, tiny_text_config("qwen2", 401), "instance"],
+    ids=["none", "dict-without-model-type", "dict", "instance"],
+)
+def test_sub_config_fallback_builds_what_sub_config_spec_builds(monkeypatch, text_config):
+    """Under a transformers without SubConfigSpec (< 5.20) the config builds its sub-configs itself; the same ones."""
+    from modeling_opentslm import configuration_opentslm
+
+    if text_config == "instance":
+        text_config = OpenTSLMConfig(text_config=tiny_text_config("llama", 401)).text_config
+    encoder_config = None if text_config is None else dict(TINY_ENCODER)
+    expected = OpenTSLMConfig(text_config=text_config, encoder_config=encoder_config, ts_token_id=400)
+    monkeypatch.setattr(configuration_opentslm, "SubConfigSpec", None)
+    monkeypatch.setattr(OpenTSLMConfig, "sub_configs_defaults", {})
+    fallback = OpenTSLMConfig(text_config=text_config, encoder_config=encoder_config, ts_token_id=400)
+    assert type(fallback.text_config) is type(expected.text_config)
+    assert type(fallback.encoder_config) is type(expected.encoder_config)
+    assert fallback.to_dict() == expected.to_dict()
