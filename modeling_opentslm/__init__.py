@@ -6,6 +6,7 @@ with `trust_remote_code=True`. Importing it also registers the classes with the 
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCausalLM, AutoProcessor
 
+from .compat_opentslm import SUPPORTED_TRANSFORMERS
 from .configuration_opentslm import OpenTSLMConfig, OpenTSLMEncoderConfig
 from .feature_extraction_opentslm import OpenTSLMFeatureExtractor
 from .modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMModel, OpenTSLMPreTrainedModel, OpenTSLMTimeSeriesEncoder
@@ -27,4 +28,5 @@ __all__ = [
     "OpenTSLMPreTrainedModel",
     "OpenTSLMProcessor",
     "OpenTSLMTimeSeriesEncoder",
+    "SUPPORTED_TRANSFORMERS",
 ]

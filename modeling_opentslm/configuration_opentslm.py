@@ -1,8 +1,16 @@
 """OpenTSLM configuration: a time-series encoder and projector in front of any decoder-only LLM."""
 
+from .compat_opentslm import SUPPORTED_TRANSFORMERS  # noqa: F401  first: stops a too-old transformers clearly
+
+# isort: split
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers < 5.20: the config builds its sub-configs itself (see `_build_sub_configs`)
+    SubConfigSpec = None
 
 ARCHITECTURES = ("sp", "flamingo")
 MEDIA_ATTENTION = ("per_series", "original")
@@ -112,10 +120,13 @@ class OpenTSLMConfig(PreTrainedConfig):
 
     model_type = "opentslm"
     attribute_map = {"ts_token_index": "ts_token_id"}
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-        "encoder_config": SubConfigSpec(config_class=OpenTSLMEncoderConfig),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+            "encoder_config": SubConfigSpec(config_class=OpenTSLMEncoderConfig),
+        }
+    else:
+        sub_configs = {"text_config": AutoConfig, "encoder_config": OpenTSLMEncoderConfig}
 
     text_config: dict | PreTrainedConfig | None = None
     encoder_config: dict | PreTrainedConfig | None = None
@@ -136,7 +147,9 @@ class OpenTSLMConfig(PreTrainedConfig):
     media_attention: str = "per_series"
 
     def __post_init__(self, **kwargs):
-        # super() first: it builds the sub-configs; setting anything on them before would be overwritten.
+        if SubConfigSpec is None:
+            self._build_sub_configs()
+        # super() next: it builds the sub-configs; setting anything on them before would be overwritten.
         super().__post_init__(**kwargs)
         # save_pretrained records only the class being saved in auto_map; list all of them so that every Auto class
         # finds its OpenTSLM class in a folder loaded with trust_remote_code=True.
@@ -144,6 +157,19 @@ class OpenTSLMConfig(PreTrainedConfig):
             self.auto_map = dict(AUTO_MAP)
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
+
+    def _build_sub_configs(self):
+        """What `sub_configs_defaults` does on a transformers without `SubConfigSpec`: a config is kept, a dict is
+        built with its `model_type` (the text config defaults to llama), `None` gets the defaults."""
+        if self.text_config is None:
+            self.text_config = AutoConfig.for_model("llama")
+        elif isinstance(self.text_config, dict):
+            text_config = dict(self.text_config)
+            self.text_config = AutoConfig.for_model(text_config.pop("model_type", "llama"), **text_config)
+        if self.encoder_config is None:
+            self.encoder_config = OpenTSLMEncoderConfig()
+        elif isinstance(self.encoder_config, dict):
+            self.encoder_config = OpenTSLMEncoderConfig(**self.encoder_config)
 
     def validate_architecture(self):
         super().validate_architecture()

@@ -8,6 +8,9 @@ processor asks it for the per-channel mean and std, which the prompt states in w
 
 from __future__ import annotations
 
+from .compat_opentslm import SUPPORTED_TRANSFORMERS  # noqa: F401  first: stops a too-old transformers clearly
+
+# isort: split
 import math
 from collections.abc import Sequence
 from typing import Any

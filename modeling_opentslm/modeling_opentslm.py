@@ -7,6 +7,9 @@ and scatters the projected patch embeddings over the placeholders.
 
 from __future__ import annotations
 
+from .compat_opentslm import CACHE_NAME  # first: stops a too-old transformers clearly
+
+# isort: split
 from dataclasses import dataclass
 
 import torch
@@ -348,7 +351,7 @@ class OpenTSLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("time", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]  # the KV cache's name before and from 5.24
     _no_split_modules = ["OpenTSLMTimeSeriesEncoder"]
     # The encoder, projector and LoRA adapters are small and numerically touchy (and trained): keep them in fp32
     # whatever the LLM's dtype.
@@ -574,6 +577,8 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             Flamingo: the media of the previous forward (`outputs.media_cache`), for decode steps that continue a
             prompt from `past_key_values` without passing its series again. `generate` hands it on by itself.
         """
+        if (cache := kwargs.pop("cache", None)) is not None:  # the KV cache's name from transformers 5.24 on
+            past_key_values = cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         ts_token_id = self.config.ts_token_id
@@ -617,10 +622,10 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             position_ids = position_ids[:, past_length : past_length + inputs_embeds.shape[1]]
 
+        kwargs[CACHE_NAME] = past_key_values
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -633,7 +638,7 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             )
         return OpenTSLMModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             time_series_hidden_states=features,
@@ -707,6 +712,8 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*):
             Token ids to predict, -100 where no loss is taken (prompt, series, padding).
         """
+        if (cache := kwargs.pop("cache", None)) is not None:  # the KV cache's name from transformers 5.24 on
+            past_key_values = cache
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -738,7 +745,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         return OpenTSLMCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             time_series_hidden_states=outputs.time_series_hidden_states,

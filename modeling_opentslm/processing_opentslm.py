@@ -8,6 +8,9 @@ Labels for training are the data collator's business (see `recipes/collator.py`)
 
 from __future__ import annotations
 
+from .compat_opentslm import SUPPORTED_TRANSFORMERS  # noqa: F401  first: stops a too-old transformers clearly
+
+# isort: split
 from collections.abc import Sequence
 from typing import Any
 

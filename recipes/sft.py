@@ -26,6 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+from modeling_opentslm.compat_opentslm import SUPPORTED_TRANSFORMERS, TRANSFORMERS_FLOOR, TRANSFORMERS_NEWEST_TESTED
 from recipes.collator import OpenTSLMDataCollator
 
 logger = logging.getLogger("recipes.sft")
@@ -158,6 +159,14 @@ def select_split(records: DatasetDict, split: str, limit: int | None, dataset_na
 # ---------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------------
+COMPATIBILITY_CARD_SECTION = (
+    "## Compatibility\n\n"
+    f"This model loads with `trust_remote_code=True`. Its code runs under transformers {TRANSFORMERS_FLOOR} or newer, "
+    f"tested from {TRANSFORMERS_FLOOR} to {TRANSFORMERS_NEWEST_TESTED} (`{SUPPORTED_TRANSFORMERS}`); under an older "
+    f'transformers, loading stops with an error that names this range: `pip install -U "transformers>={TRANSFORMERS_FLOOR}"`.\n'
+)
+
+
 class OpenTSLMTrainer(SFTTrainer):
     """`SFTTrainer` with the original optimiser groups and the model's own loss.
 
@@ -178,6 +187,17 @@ class OpenTSLMTrainer(SFTTrainer):
         self.group_learning_rates = group_learning_rates
         self.group_weight_decays = group_weight_decays or {}
         super().__init__(*args, **kwargs)
+
+    def create_model_card(self, *args, **kwargs):
+        """TRL's model card (written with checkpoints and pushed by `push_to_hub`), plus the transformers versions the
+        model's code runs under."""
+        super().create_model_card(*args, **kwargs)
+        card = Path(self.args.output_dir) / "README.md"
+        if self.is_world_process_zero() and card.exists():
+            text = card.read_text()
+            at = text.find("\n## Citations")  # before TRL's closing citations, else at the end
+            at = len(text.rstrip("\n")) if at < 0 else at
+            card.write_text(text[:at].rstrip("\n") + "\n\n" + COMPATIBILITY_CARD_SECTION + text[at:])
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

@@ -230,6 +230,8 @@ def test_stage2_script_trains_and_saves_the_best_model(tmp_path, assets):
     assert (out / "metrics.json").exists() and (out / "predictions.jsonl").exists()
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4
     assert list((out / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs are written by default"
+    card = (out / "README.md").read_text()  # TRL's model card, with the transformers versions the code runs under
+    assert "## Compatibility" in card and "`>=5.16.1,<=5.25.0`" in card
 
 
 def test_entry_point_refuses_another_stages_config(tmp_path, assets):
