@@ -286,3 +286,12 @@ def test_save_load_and_trust_remote_code_without_the_package(tmp_path, processor
     assert out["architecture"] == "flamingo" and out["placeholders"] == "per_series"
     np.testing.assert_allclose(out["logits"], expected.tolist(), atol=1e-5)
     assert out["tokens"] == expected_tokens
+
+
+def test_maxent_ts_refuses_flamingo_clearly(processor):
+    from maxent_ts import maxent_ts_generate
+
+    model = make_model("llama", processor)
+    inputs = processor(text=prompts(processor, series_batch()[:1]), time_series=series_batch()[:1])
+    with pytest.raises(NotImplementedError, match="does not support OpenTSLM-Flamingo"):
+        maxent_ts_generate(model, inputs, lambda texts, context: [0.0] * len(texts), max_new_tokens=2)

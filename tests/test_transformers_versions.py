@@ -134,6 +134,8 @@ MEASURE = textwrap.dedent(
             step_ids = tokens[:, prompt_length : prompt_length + 1]
             mask = torch.cat([inputs["attention_mask"], torch.ones_like(step_ids)], dim=1)
             cache = {cache_name: getattr(prefill, cache_name)}
+            if getattr(prefill, "media_cache", None) is not None:  # Flamingo: the series' latents and keys/values
+                cache["media_cache"] = prefill.media_cache
             step = model(input_ids=step_ids, attention_mask=mask, use_cache=True, **cache)
         result = {"inputs." + key: value.numpy() for key, value in inputs.items()}
         result["logits"] = logits.float().numpy()
@@ -169,6 +171,33 @@ def make_sp(family: str, std: float, lora: bool = False, chat: bool = False):
     return model.eval(), processor
 
 
+def make_flamingo(family: str, std: float):
+    """A tiny random OpenTSLM-Flamingo with open gates (so the series reach the text) and its processor."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
+    processor = OpenTSLMProcessor(tokenizer=tokenizer, placeholders="per_series")
+    torch.manual_seed(0)
+    config = OpenTSLMConfig(
+        text_config=dict(tiny_text_config(family, len(processor.tokenizer)), initializer_range=std),
+        encoder_config=dict(TINY_ENCODER, num_hidden_layers=0, initializer_range=0.5),
+        ts_token_id=processor.ts_token_id,
+        architecture="flamingo",
+        num_latents=4,
+        resampler_num_layers=1,
+        resampler_num_heads=2,
+        resampler_head_dim=8,
+        cross_attention_every_n_layers=1,
+        cross_attention_num_heads=2,
+        cross_attention_head_dim=8,
+    )
+    model = OpenTSLMForCausalLM(config)
+    with torch.no_grad():
+        for block in model.model.cross_attention_layers:
+            block.attention_gate.fill_(0.8)
+            block.feed_forward_gate.fill_(0.5)
+    return model.eval(), processor
+
+
 # name: a function that builds (model, processor), saved with `save_pretrained` and checked under each version. A wide
 # init, so that greedy decoding picks varied tokens (the default one repeats one token); gemma3 (embeddings scaled by
 # sqrt(hidden)) collapses above 0.1.
@@ -176,6 +205,7 @@ FOLDERS = {
     "sp-qwen2": functools.partial(make_sp, "qwen2", 0.5),
     "sp-gemma3": functools.partial(make_sp, "gemma3", 0.1),
     "sp-lora-llama": functools.partial(make_sp, "llama", 0.5, lora=True, chat=True),
+    "flamingo-llama": functools.partial(make_flamingo, "llama", 0.5),
 }
 
 

@@ -15,6 +15,7 @@ another: a :class:`KVSegment` holds a row's keys/values for its generated tokens
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,10 +23,17 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 # Keys that HF `generate` puts in `model_kwargs` and that the prefill must not receive from the caller: the cache is
-# ours, and positions are recomputed.
-_GENERATE_ONLY_KEYS = frozenset({"past_key_values", "use_cache", "logits_to_keep", "position_ids", "cache_position"})
+# ours (`cache` from transformers 5.24 on, `past_key_values` before), and positions are recomputed.
+_GENERATE_ONLY_KEYS = frozenset(
+    {"cache", "past_key_values", "use_cache", "logits_to_keep", "position_ids", "cache_position"}
+)
+# The keyword the installed transformers takes the KV cache under (`past_key_values` is deprecated from 5.24 on).
+_CACHE_KWARG = (
+    "cache" if "cache" in {field.name for field in dataclasses.fields(BaseModelOutputWithPast)} else "past_key_values"
+)
 
 
 @dataclass
@@ -74,6 +82,11 @@ class CachedLM:
             raise ValueError(
                 f"CachedLM takes one prompt, input_ids of shape [1, length]; got {tuple(input_ids.shape)}."
             )
+        if getattr(getattr(model, "config", None), "architecture", "sp") == "flamingo":
+            raise NotImplementedError(
+                "MaxEnt-TS does not support OpenTSLM-Flamingo models yet: their decode steps need the series' media "
+                "cache, which the search's cache copies do not carry. Use an OpenTSLM-SP model."
+            )
         self.model = model
         self.processors = processors
         self.prompt_inputs = {k: v for k, v in prompt_inputs.items() if k not in _GENERATE_ONLY_KEYS}
@@ -110,7 +123,7 @@ class CachedLM:
         mask = inputs.get("attention_mask")
         if mask is not None and not bool(mask.all()):
             raise ValueError("prefill takes an unpadded prompt; strip the padding first (see split_prompts).")
-        logits = self._forward(**inputs, past_key_values=cache)
+        logits = self._forward(**inputs, **{_CACHE_KWARG: cache})
         self.tokens_processed += int(self.prompt_ids.shape[1])
         self.prompt_length = cache.get_seq_length()
         for index, layer in enumerate(cache.layers):
@@ -172,7 +185,7 @@ class CachedLM:
             input_ids=tokens,
             attention_mask=state.attention_mask,
             position_ids=state.next_positions.view(-1, 1),
-            past_key_values=state.cache,
+            **{_CACHE_KWARG: state.cache},
         )
         self.tokens_processed += state.rows
         state.next_positions = state.next_positions + 1
