@@ -100,7 +100,7 @@ def example_series(name: str) -> tuple[list[str], np.ndarray]:
 def limits_text(max_rows: int) -> str:
     return (
         f"CSV limits: one column per channel (at most {MAX_COLUMNS}), header row optional (it names the channels), "
-        f"at most {max_rows} rows (time steps), at most {MAX_FILE_BYTES // 1000} kB; every cell a finite number "
+        f"at most {max_rows} rows (time steps), at most {MAX_FILE_BYTES / 1e6:g} MB; every cell a finite number "
         "(no empty cells, NaN or inf)."
     )
 
@@ -200,21 +200,20 @@ def stream_answer(model, processor, inputs, max_new_tokens: int, do_sample: bool
         raise errors[0]
 
 
-def search_stats_markdown(stats, plain_reward: float, plain_label: str, search_reward: float) -> str:
-    return "\n".join(
-        [
-            "| MaxEnt-TS | |",
-            "|---|---|",
-            f"| rollouts | {stats.rollouts} |",
-            f"| tokens processed (prompt once) | {stats.tokens_processed} |",
-            f"| forward calls | {stats.nfe} |",
-            f"| tree size (nodes) | {stats.tree_size} |",
-            f"| wall time | {stats.wall_time:.1f} s |",
-            f"| reward of the chosen answer | **{search_reward:.3f}** |",
-            f"| best / mean reward of the rollouts | {stats.best_reward:.3f} / {stats.mean_reward:.3f} |",
-            f"| reward of the plain answer ({plain_label}) | {plain_reward:.3f} |",
-        ]
-    )
+def search_stats_html(stats, plain_reward: float, plain_label: str, search_reward: float) -> str:
+    """MaxEnt-TS's statistics as a table, with the reward of the plain answer for comparison."""
+    rows = [
+        ("rollouts", stats.rollouts),
+        ("tokens processed (prompt once)", stats.tokens_processed),
+        ("forward calls", stats.nfe),
+        ("tree size (nodes)", stats.tree_size),
+        ("wall time", f"{stats.wall_time:.1f} s"),
+        ("reward of the chosen answer", f"<b>{search_reward:.3f}</b>"),
+        ("best / mean reward of the rollouts", f"{stats.best_reward:.3f} / {stats.mean_reward:.3f}"),
+        (f"reward of the plain answer ({plain_label})", f"{plain_reward:.3f}"),
+    ]
+    body = "".join(f"<tr><td>{html.escape(name)}</td><td>{value}</td></tr>" for name, value in rows)
+    return f'<table class="opentslm-search"><tr><th colspan="2">MaxEnt-TS</th></tr>{body}</table>'
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -323,6 +322,7 @@ def build_demo(
         status = info_html(f"Answering with {loaded.label} ({plain_label})…")
         try:
             for text in stream_answer(loaded.model, loaded.processor, inputs, int(max_new_tokens), bool(sample)):
+                text = text.lstrip()
                 yield text, status
         except Exception as error:
             yield text, error_html(f"Generation failed: {type(error).__name__}: {error}")
@@ -349,7 +349,7 @@ def build_demo(
             yield text, error_html(f"MaxEnt-TS failed: {type(error).__name__}: {error}")
             return
         stats = out.stats[0]
-        table = search_stats_markdown(stats, plain_reward, plain_label, out.rewards[0])
+        table = search_stats_html(stats, plain_reward, plain_label, out.rewards[0])
         answer = f"{text}\n\n--- MaxEnt-TS answer ---\n{out.texts[0].strip()}"
         yield answer, table
 
