@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from fake_hub import FakeHub
 from test_flamingo import make_model as make_flamingo
@@ -22,6 +23,7 @@ from test_modeling import make_processor as make_sp_processor
 
 from opentslm_hub.publish import render_card
 
+pytestmark = pytest.mark.slow  # subprocesses that import transformers, and a training run
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = [np.sin(np.arange(40) / 4) * 3 + 10, np.linspace(-1, 1, 24)]
 
@@ -161,3 +163,32 @@ def test_publish_round_trip(tmp_path):
     assert json.loads(stored["config.json"])["auto_map"]["AutoModelForCausalLM"].endswith("OpenTSLMForCausalLM")
     assert stored["README.md"].decode() == render_card(stage3, "me/sp-stage3")
     assert "merged into the LLM's weights" in merged_card
+
+
+def test_recipe_push_to_hub(tmp_path):
+    """`--push_to_hub` on a stage script publishes best/ with its card, at `--hub_revision`."""
+    from test_recipes import write_config
+    from tiny import save_tiny_llm, save_toy_records
+
+    assets = {"llm": save_tiny_llm(tmp_path / "llm"), "data": save_toy_records(tmp_path / "data", sizes=(8, 4, 4))}
+    config = write_config(tmp_path / "run", assets, num_train_epochs=1, report_to=[])
+    args = ["--push_to_hub", "true", "--hub_model_id", "me/recipe", "--hub_revision", "stage2"]
+    with FakeHub() as hub:
+        env = hub.env(os.environ)
+        env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+        result = subprocess.run(
+            [sys.executable, "recipes/stage2.py", "--config", str(config), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        stored = hub.files("models", "me/recipe", "stage2")
+    best = tmp_path / "run" / "out" / "best"
+    assert stored["model.safetensors"] == (best / "model.safetensors").read_bytes()
+    assert "training_args.bin" not in stored and "stage_info.json" in stored
+    card = stored["README.md"].decode()
+    assert card == render_card(best, "me/recipe")
+    assert "| stage | stage2 (time-series captioning) |" in card and "best_eval_loss" in card
