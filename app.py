@@ -368,7 +368,7 @@ def build_demo(
             with gr.Row():
                 source = gr.Textbox(
                     label="Model: 'default', a local folder or a Hub id",
-                    value=DEFAULT_SOURCE if initial is None else initial.label,
+                    value=DEFAULT_SOURCE if initial is None or initial.untrained else initial.label,
                     scale=3,
                 )
                 revision = gr.Textbox(label="Revision (Hub branch, tag or commit; optional)", scale=1)
@@ -427,4 +427,5 @@ def _context():
 
 
 if __name__ == "__main__":
-    launch(build_demo())
+    default = load_model()  # at start, so that the page says at once which model answers (and if it is untrained)
+    launch(build_demo(default.model, default.processor, label=default.label, untrained=default.untrained))

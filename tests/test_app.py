@@ -162,6 +162,14 @@ def test_answer_without_series_and_bad_model(tmp_path):
         assert "Could not load" in shown and "opentslm-error" in shown
         _, message = client.predict(app.EXAMPLES[2], api_name="/load_example")
         assert "168 time steps" in message
+        # another model, from a local folder: it answers from now on, and it is not flagged as untrained
+        folder = tmp_path / "saved"
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        shown = client.predict(str(folder), "", api_name="/load_model")
+        assert f"Model: {folder}." in shown and "untrained" not in shown
+        _, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
+        assert f"Done (greedy, {folder})." in info
     finally:
         demo.close()
         importlib.import_module("app").load_model.cache_clear()
