@@ -274,9 +274,10 @@ def build_demo(
         try:
             loaded = load_model((source or "").strip() or DEFAULT_SOURCE, (revision or "").strip() or None)
         except Exception as error:  # shown on the page, the current model stays
-            return error_html(f"Could not load {source or 'the default model'!r}: {type(error).__name__}: {error}")
+            message = f"Could not load {source or 'the default model'!r}: {type(error).__name__}: {error}"
+            return error_html(message), limits_text(row_limit(current["loaded"]))
         current["loaded"] = loaded
-        return model_html(loaded)
+        return model_html(loaded), limits_text(row_limit(loaded))
 
     def show(names, values, source: str):
         limit = row_limit(current["loaded"])
@@ -317,6 +318,13 @@ def build_demo(
                 raise ValueError("MaxEnt-TS needs a reward: pick Caption or Forecast (questions have no reward here).")
             loaded = active()
             inputs = make_inputs(loaded.processor, pre, post, names, values)
+            context = getattr(getattr(loaded.model.config, "text_config", None), "max_position_embeddings", None)
+            length = inputs["input_ids"].shape[1] + int(max_new_tokens)
+            if context and length > context:
+                raise ValueError(
+                    f"The prompt and answer need {length} tokens; this model takes at most {context}. "
+                    "Use fewer rows or channels."
+                )
         except Exception as error:
             yield "", error_html(str(error))
             return
@@ -378,7 +386,7 @@ def build_demo(
             with gr.Column():
                 upload = gr.File(label="CSV file (one column per channel)", elem_id="csv-upload")
                 example = gr.Dropdown(choices=list(EXAMPLES), value=None, label="…or a bundled example")
-                gr.Markdown(limits_text(limit), elem_id="limits")
+                limits = gr.Markdown(limits_text(limit), elem_id="limits")
                 message = gr.HTML(elem_id="series-message")
             with gr.Column():
                 plot = gr.LinePlot(x="step", y="value", color="channel", label="Series", elem_id="series-plot")
@@ -401,7 +409,7 @@ def build_demo(
                 answer_info = gr.HTML(elem_id="answer-info")
                 stats = answer_info
 
-        load_button.click(on_load_model, [source, revision], model_info, api_name="load_model")
+        load_button.click(on_load_model, [source, revision], [model_info, limits], api_name="load_model")
         upload.upload(on_upload, upload, [series, plot, message], api_name="upload_csv")
         example.change(on_example, example, [series, plot, message], api_name="load_example")
         answer_button.click(

@@ -149,6 +149,8 @@ def test_bad_uploads_show_a_message(client, tmp_path, name, content, message):
 
 
 def test_answer_without_series_and_bad_model(tmp_path):
+    from gradio_client import handle_file
+
     import app
 
     model, processor = tiny_model_and_processor()
@@ -158,7 +160,7 @@ def test_answer_without_series_and_bad_model(tmp_path):
         client = gradio_client.Client(demo.local_url, verbose=False)
         _, info = client.predict("Caption", "", "", 6, 16, False, False, api_name="/answer")
         assert "Upload a CSV or pick an example first." in info
-        shown = client.predict(str(tmp_path / "missing"), "", api_name="/load_model")
+        shown, _ = client.predict(str(tmp_path / "missing"), "", api_name="/load_model")
         assert "Could not load" in shown and "opentslm-error" in shown
         _, message = client.predict(app.EXAMPLES[2], api_name="/load_example")
         assert "168 time steps" in message
@@ -166,10 +168,16 @@ def test_answer_without_series_and_bad_model(tmp_path):
         folder = tmp_path / "saved"
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
-        shown = client.predict(str(folder), "", api_name="/load_model")
-        assert f"Model: {folder}." in shown and "untrained" not in shown
+        shown, limits = client.predict(str(folder), "", api_name="/load_model")
+        assert f"Model: {folder}." in shown and "untrained" not in shown and "at most 256 rows" in limits
         _, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
         assert f"Done (greedy, {folder})." in info
+        # a prompt longer than the LLM's context is refused with a message
+        app.load_model(str(folder), None).model.config.text_config.max_position_embeddings = 512
+        wide = "\n".join(",".join(str(k + i % 5) for k in range(12)) for i in range(200))
+        client.predict(handle_file(write(tmp_path, "wide.csv", wide)), api_name="/upload_csv")
+        _, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
+        assert "this model takes at most 512" in info and "Use fewer rows or channels" in info
     finally:
         demo.close()
         importlib.import_module("app").load_model.cache_clear()
