@@ -382,6 +382,11 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         model.config.lora,
     )
 
+    # --push_to_hub publishes the stage's best/ folder with its model card once the stage is complete (below), with
+    # the Trainer's hub_* arguments. The Trainer's own push would upload output_dir (checkpoints, logs) at every
+    # save under a generic card, so it is switched off here.
+    push_to_hub = training_args.push_to_hub
+    training_args.push_to_hub = False
     callbacks = []
     if script_args.early_stopping_patience is not None:
         callbacks.append(
@@ -470,7 +475,27 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         (Path(training_args.output_dir) / "stage_metrics.json").write_text(
             json.dumps(metrics, indent=2, default=str) + "\n"
         )
+        if push_to_hub:
+            from opentslm_hub.publish import push_to_hub as publish
+
+            repo_id = training_args.hub_model_id or default_hub_model_id(training_args.output_dir)
+            url = publish(
+                best_dir,
+                repo_id,
+                revision=training_args.hub_revision,
+                private=bool(training_args.hub_private_repo),
+                token=training_args.hub_token,
+                commit_message=f"{script_args.stage}: best model",
+            )
+            logger.info("Pushed %s to %s: %s", best_dir, repo_id, url)
+            metrics["hub"] = {"repo_id": repo_id, "revision": training_args.hub_revision, "commit": url}
     return metrics
+
+
+def default_hub_model_id(output_dir: str | os.PathLike) -> str:
+    """`opentslm-<run>-<stage>` from `outputs/<run>/<stage>` (in the token owner's namespace)."""
+    path = Path(output_dir).resolve()
+    return f"opentslm-{path.parent.name}-{path.name}"
 
 
 def make_parser() -> TrlParser:

@@ -5,6 +5,8 @@ Stdlib only (``http.server`` in a thread on 127.0.0.1, a free port). It answers 
 basic PUT transfers and verify, NDJSON commits, tree listing, paths-info and ``resolve`` (HEAD, GET, byte ranges).
 Commits are kept, so a file can be resolved at any commit sha.
 
+Branches other than main can be created and committed to (``create_branch``, ``upload_folder(revision=...)``).
+
 The client must be configured *before* ``huggingface_hub`` is imported: ``HF_ENDPOINT=<hub.endpoint>`` and
 ``HF_HUB_DISABLE_XET=1`` (the Xet protocol is not implemented), so run it in a subprocess with :meth:`FakeHub.env`.
 """
@@ -51,9 +53,14 @@ class _Repo:
     private: bool
     commits: dict[str, dict[str, _File]] = field(default_factory=dict)
     head: str = ""
+    branches: dict[str, str] = field(default_factory=dict)  # other than main: name -> commit sha
+
+    def sha(self, revision: str) -> str:
+        """The commit a revision names: main, another branch, or a commit sha."""
+        return self.head if revision == "main" else self.branches.get(revision, revision)
 
     def snapshot(self, revision: str) -> dict[str, _File] | None:
-        return self.commits.get(self.head if revision == "main" else revision)
+        return self.commits.get(self.sha(revision))
 
 
 class _HubError(Exception):
@@ -125,7 +132,7 @@ class FakeHub:
         with self._lock:
             if (kind, repo_id) in self.repos:
                 return 409, {"error": "You already created this repo", "url": url}
-            repo = _Repo(repo_id, kind, bool(body.get("private")))
+            repo = _Repo(repo_id, kind, bool(body.get("private")) or body.get("visibility") == "private")
             repo.head = self._new_sha()
             repo.commits[repo.head] = {
                 ".gitattributes": _File(b"*.parquet filter=lfs diff=lfs merge=lfs -text\n", False)
@@ -133,11 +140,22 @@ class FakeHub:
             self.repos[(kind, repo_id)] = repo
         return 200, {"url": url, "name": repo_id}
 
+    def create_branch(self, repo: _Repo, branch: str, body: dict) -> dict:
+        with self._lock:
+            if branch == "main" or branch in repo.branches:
+                raise _HubError(409, "Conflict", f"Reference refs/heads/{branch} already exists")
+            start = body.get("startingPoint") or "main"
+            if repo.snapshot(start) is None:
+                raise _HubError(404, "RevisionNotFound", f"Revision {start} not found in {repo.repo_id}")
+            repo.branches[branch] = repo.sha(start)
+        return {}
+
     def commit(self, repo: _Repo, revision: str, lines: list[dict]) -> dict:
         with self._lock:
-            if unquote(revision) != "main":
-                raise _HubError(400, "BadRequest", "the fake hub only commits to main")
-            files = dict(repo.commits[repo.head])
+            branch = unquote(revision)
+            if branch != "main" and branch not in repo.branches:
+                raise _HubError(400, "BadRequest", f"the fake hub commits to branches only; {branch} is none")
+            files = dict(repo.commits[repo.sha(branch)])
             for line in lines:
                 key, value = line["key"], line["value"]
                 if key == "header":
@@ -157,14 +175,18 @@ class FakeHub:
                     files = {path: f for path, f in files.items() if not path.startswith(prefix)}
                 else:
                     raise _HubError(400, "BadRequest", f"unsupported commit operation {key}")
-            repo.head = self._new_sha()
-            repo.commits[repo.head] = files
-        url = f"{self.endpoint}/{_PREFIX[repo.kind]}{repo.repo_id}/commit/{repo.head}"
-        return {"commitUrl": url, "commitOid": repo.head, "pullRequestUrl": None, "success": True}
+            sha = self._new_sha()
+            repo.commits[sha] = files
+            if branch == "main":
+                repo.head = sha
+            else:
+                repo.branches[branch] = sha
+        url = f"{self.endpoint}/{_PREFIX[repo.kind]}{repo.repo_id}/commit/{sha}"
+        return {"commitUrl": url, "commitOid": sha, "pullRequestUrl": None, "success": True}
 
     def repo_info(self, repo: _Repo, revision: str) -> dict:
         files = self._snapshot(repo, revision)
-        sha = repo.head if unquote(revision) == "main" else unquote(revision)
+        sha = repo.sha(unquote(revision))
         return {
             "id": repo.repo_id,
             "_id": repo.repo_id,
@@ -221,6 +243,7 @@ _ROUTES = [
     ("GET", re.compile(rf"^/api/{_REPO}(?:/revision/(?P<rev>[^/]+))?$"), "info"),
     ("POST", re.compile(rf"^/api/{_REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
     ("POST", re.compile(rf"^/api/{_REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
+    ("POST", re.compile(rf"^/api/{_REPO}/branch/(?P<branch>[^/]+)$"), "branch"),
     ("GET", re.compile(rf"^/api/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"), "tree"),
     ("POST", re.compile(rf"^/api/{_REPO}/paths-info/(?P<rev>[^/]+)$"), "paths_info"),
     (
@@ -313,6 +336,10 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             status, payload = hub.create_repo(json.loads(self.body))
             return self._json(status, payload)
 
+        def _branch(self, method: str, kind: str, repo: str, branch: str) -> int:
+            body = json.loads(self.body) if self.body else {}
+            return self._json(200, hub.create_branch(hub._repo(kind, repo), unquote(branch), body))
+
         def _validate_yaml(self, method: str) -> int:
             content = json.loads(self.body)["content"]
             if content.startswith("---") and "\n---" not in content[3:]:
@@ -389,7 +416,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if start >= len(data):
                     raise _HubError(416, "RangeNotSatisfiable", f"range starts at {start}, size {len(data)}")
                 data, status = data[start : end + 1], 206
-            commit = the_repo.head if unquote(rev) == "main" else unquote(rev)
+            commit = the_repo.sha(unquote(rev))
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(data)))

@@ -1,0 +1,323 @@
+"""Publish a saved OpenTSLM model folder to the Hugging Face Hub with a model card.
+
+    python -m opentslm_hub.publish outputs/smollm2-135m/stage2/best USER/opentslm-smollm2-stage2
+    python -m opentslm_hub.publish FOLDER USER/REPO --revision stage2 --private --merge_lora
+
+The folder is what ``save_pretrained`` wrote (safetensors, ``config.json`` with ``auto_map``, the model code, the
+processor and the generation config; the recipes' ``best/`` folders). The card (``README.md``) is written from
+``config.json``, the recipe's ``stage_info.json`` (and those of earlier stages, for the curriculum lineage) and the
+metrics the recipe saved next to the folder (``metrics.json``, ``stage_metrics.json``). LoRA adapters are uploaded
+as they are in the checkpoint (restored from ``config.lora``, needs ``peft``) or, with ``--merge_lora``, merged into
+the LLM's weights; the card says which. ``--revision`` pushes to that branch (created from main if needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "README.md"
+STAGE_INFO_FILE = "stage_info.json"
+METRICS_FILES = ("metrics.json", "stage_metrics.json")
+IGNORE_FILES = ("training_args.bin", "*.pt", "checkpoint-*", "runs", CARD_FILE)  # trainer state, an old card
+STAGE_TASKS = {
+    "stage1": "multiple-choice time-series QA",
+    "stage2": "time-series captioning",
+    "stage3": "human activity recognition with chain of thought",
+    "stage4": "sleep staging with chain of thought",
+    "stage5": "ECG question answering with chain of thought",
+}
+LICENSES = {"smollm": "apache-2.0", "qwen": "apache-2.0", "llama-3.2": "llama3.2", "gemma": "gemma"}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lineage(folder: Path) -> list[dict[str, Any]]:
+    """The stage_info of this folder and of each stage it started from (``init_from``), earliest first."""
+    chain, seen = [], set()
+    current: Path | None = folder
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        info = _read_json(current / STAGE_INFO_FILE)
+        if info is None:
+            break
+        chain.append(info)
+        current = Path(info["init_from"]) if info.get("init_from") else None
+    return chain[::-1]
+
+
+def find_metrics(folder: Path) -> tuple[str, dict[str, Any]] | None:
+    """The metrics the recipe saved: in the folder, or in its parent (the stage's ``output_dir``)."""
+    for place in (folder, folder.parent):
+        for name in METRICS_FILES:
+            data = _read_json(place / name)
+            if data:
+                return name, data
+    return None
+
+
+def _numbers(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    rows = []
+    for key, value in data.items():
+        if key in ("train", "best_checkpoint", "stage", "completed"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows.extend(_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((name, float(value)))
+    return rows
+
+
+def _is_hub_id(name: str | None) -> bool:
+    return bool(name) and name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/", "~"))
+
+
+def base_llm(config: Mapping[str, Any], chain: list[dict[str, Any]]) -> str:
+    for info in chain:
+        if info.get("model_name_or_path"):
+            return info["model_name_or_path"]
+    return (config.get("text_config") or {}).get("_name_or_path") or "unknown"
+
+
+def guess_license(llm: str) -> str:
+    lowered = llm.lower()
+    return next((value for key, value in LICENSES.items() if key in lowered), "other")
+
+
+def render_card(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    merged_lora: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
+) -> str:
+    """The model card (YAML metadata + Markdown) for ``folder`` as it will be published to ``repo_id``."""
+    folder = Path(folder)
+    config = _read_json(folder / "config.json")
+    if config is None:
+        raise ValueError(f"{folder} has no readable config.json; is it a saved OpenTSLM model?")
+    chain = lineage(folder)
+    llm = base_model or base_llm(config, chain)
+    variant = config.get("architecture", "sp")
+    variant_name = {"sp": "OpenTSLM-SP (soft prompt)", "flamingo": "OpenTSLM-Flamingo"}.get(variant, variant)
+    stage = chain[-1]["stage"] if chain else None
+    datasets = [info["dataset_name"] for info in chain if info.get("dataset_name")]
+    lora = config.get("lora")
+    license = license or guess_license(llm)
+
+    meta: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "license": license,
+        "tags": ["time-series", "opentslm", f"opentslm-{variant}", "custom_code", *([stage] if stage else [])],
+    }
+    if _is_hub_id(llm):
+        meta["base_model"] = llm
+    hub_datasets = [name for name in datasets if _is_hub_id(name)]
+    if hub_datasets:
+        meta["datasets"] = hub_datasets
+
+    if lora is None:
+        lora_text = "none (the LLM is frozen or fully fine-tuned, see the lineage)"
+    elif merged_lora:
+        lora_text = f"merged into the LLM's weights (was r {lora['r']}, alpha {lora['lora_alpha']}); no `peft` needed"
+    else:
+        lora_text = (
+            f"adapters kept in the checkpoint (r {lora['r']}, alpha {lora['lora_alpha']}, on "
+            f"{', '.join(lora['target_modules'])}); restored from `config.lora` at load time, needs `peft`"
+        )
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A time-series language model: {variant_name} on **{llm}**, trained with the OpenTSLM curriculum "
+        "(opentslm-hub). A time-series encoder turns each series into inputs for the LLM; the model answers in text.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base LLM | {llm} |",
+        f"| variant | `{variant}`: {variant_name} |",
+        f"| stage | {stage or 'unknown'}" + (f" ({STAGE_TASKS[stage]})" if stage in STAGE_TASKS else "") + " |",
+        f"| LoRA | {lora_text} |",
+        f"| encoder | patch size {config.get('encoder_config', {}).get('patch_size', 4)}, at most "
+        f"{config.get('encoder_config', {}).get('max_patches', 1024) * config.get('encoder_config', {}).get('patch_size', 4)}"
+        " samples per series |",
+        "",
+        "## Curriculum lineage",
+        "",
+    ]
+    if chain:
+        for number, info in enumerate(chain, start=1):
+            task = STAGE_TASKS.get(info.get("stage"), "")
+            start = info.get("init_from") or info.get("model_name_or_path") or "?"
+            lines.append(
+                f"{number}. **{info.get('stage')}** ({task}) on `{info.get('dataset_name')}`, starting from `{start}`"
+            )
+    else:
+        lines.append("No `stage_info.json` in the folder: the training history is unknown.")
+    lines += ["", "## Data sets", ""]
+    lines += [f"- `{name}`" for name in datasets] or ["Unknown (no `stage_info.json`)."]
+    lines += ["", "## Metrics", ""]
+    found = find_metrics(folder)
+    rows = _numbers(found[1]) if found else []
+    if rows:
+        lines += [f"On the test split, from `{found[0]}`:", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4g} |" for name, value in rows]
+    else:
+        lines.append("No metrics were saved with this model.")
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "The model code travels with the checkpoint, so only `transformers` (and `peft` for LoRA adapters) is needed:",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoProcessor",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)',
+        f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
+        "prompt = processor.format_prompt(",
+        '    "You are an expert in time series analysis.",',
+        '    "Please generate a detailed caption for this time-series, describing it as accurately as possible.",',
+        ")",
+        'inputs = processor(text=prompt, time_series=[series], return_tensors="pt")  # series: a 1-D array',
+        "out = model.generate(**inputs, max_new_tokens=64)",
+        'print(processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))',
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "- Trained on the curriculum's data sets only; answers about other kinds of series are unreliable, and the "
+        "model can state features the series does not have. Check its answers against the data.",
+        "- Series are z-normalised per channel; the original scale reaches the model only through the text that "
+        "states each channel's mean and std.",
+        "- Not a medical device: ECG and sleep answers are research outputs, not diagnoses.",
+        "- Loading runs the model code in this repository (`trust_remote_code=True`); read it first.",
+        "",
+        "## License",
+        "",
+        f"`{license}`, following the base LLM ({llm}); the data sets keep their own licenses.",
+        "",
+    ]
+    return _front_matter(meta) + "\n".join(lines)
+
+
+def _front_matter(meta: Mapping[str, Any]) -> str:
+    import yaml
+
+    return "---\n" + yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True) + "---\n\n"
+
+
+def merge_lora_into(folder: Path, target: Path) -> None:
+    """Save ``folder``'s model with its LoRA adapters merged into the LLM (config.lora removed) to ``target``."""
+    import torch
+
+    from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+
+    model = OpenTSLMForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if model.config.lora is None:
+        raise ValueError(f"{folder} has no LoRA adapters to merge.")
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+    model.config.lora = None
+    model.save_pretrained(target)
+    OpenTSLMProcessor.from_pretrained(folder).save_pretrained(target)
+    for extra in (STAGE_INFO_FILE,):
+        if (folder / extra).is_file():
+            shutil.copy2(folder / extra, target / extra)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool = False,
+    merge_lora: bool = False,
+    license: str | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload ``folder`` with its model card to ``repo_id`` (created if needed; ``revision``: a branch, created
+    from main if needed). Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json; pass a folder written by save_pretrained.")
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the namespace default
+    repo_id = repo_url.repo_id
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        upload = Path(staging) / "upload"
+        if merge_lora:
+            merge_lora_into(folder, upload)
+        else:  # hard links where possible: no copy of the weights
+            shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(*IGNORE_FILES), copy_function=_link_or_copy)
+        (upload / CARD_FILE).write_text(render_card(folder, repo_id, merged_lora=merge_lora, license=license))
+        info = api.upload_folder(
+            folder_path=upload,
+            repo_id=repo_id,
+            revision=revision,
+            commit_message=commit_message or f"Upload {folder} ({'LoRA merged' if merge_lora else 'as saved'})",
+        )
+    return str(getattr(info, "commit_url", info))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", help="a saved OpenTSLM model folder (e.g. outputs/<llm>/stage2/best)")
+    parser.add_argument("repo_id", help="the Hub repo, USER/NAME or ORG/NAME")
+    parser.add_argument("--revision", help="push to this branch (created from main if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--merge_lora", action="store_true", help="merge LoRA adapters into the LLM before pushing")
+    parser.add_argument("--license", help="license id for the card (default: the base LLM's)")
+    parser.add_argument("--card_only", action="store_true", help="print the model card and push nothing")
+    args = parser.parse_args(argv)
+    if args.card_only:
+        print(render_card(args.folder, args.repo_id, merged_lora=args.merge_lora, license=args.license))
+        return 0
+    url = push_to_hub(
+        args.folder,
+        args.repo_id,
+        revision=args.revision,
+        private=args.private,
+        merge_lora=args.merge_lora,
+        license=args.license,
+    )
+    print(
+        f"Pushed {args.folder} to {args.repo_id}"
+        + (f" (revision {args.revision})" if args.revision else "")
+        + f": {url}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
