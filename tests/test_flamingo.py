@@ -111,6 +111,16 @@ def test_batched_generation_equals_one_by_one_and_reuses_the_media(family, proce
         for i, (text, sample) in enumerate(zip(texts, batch)):
             one = model.generate(**processor(text=text, time_series=sample), max_new_tokens=6, do_sample=False)
             assert one[0, -6:].tolist() == out[i, -6:].tolist()
+        # Beam search and sampling carry the media cache too (beams of one sample share its series).
+        beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False)
+        beams_recomputed = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False, use_cache=False)
+        assert torch.equal(beams, beams_recomputed)
+        torch.manual_seed(0)
+        sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, top_p=0.9)
+        torch.manual_seed(0)
+        assert torch.equal(
+            sampled, model.generate(**inputs, max_new_tokens=4, do_sample=True, top_p=0.9, use_cache=False)
+        )
 
 
 def test_series_reach_only_the_text_after_their_marker(processor):
