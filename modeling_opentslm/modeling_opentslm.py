@@ -238,11 +238,17 @@ class OpenTSLMMediaCache:
 class OpenTSLMMediaContext:
     """One forward's view of the media: the cache plus, per query token, how many markers precede it (inclusive)."""
 
-    def __init__(self, cache: OpenTSLMMediaCache, text_time: torch.Tensor, block_of_layer: dict[int, int]):
+    def __init__(
+        self,
+        cache: OpenTSLMMediaCache,
+        text_time: torch.Tensor,
+        blocks: nn.ModuleList | None = None,
+        block_of_layer: dict[int, int] | None = None,
+    ):
         self.cache = cache
         self.text_time = text_time
-        self.block_of_layer = block_of_layer
-        self.blocks: nn.ModuleList | None = None
+        self.blocks = blocks
+        self.block_of_layer = block_of_layer or {}
         self.blocks_run = 0
         self._masks: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -555,8 +561,9 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
                 self.config.media_attention,
             )
         text_time = cache.markers_seen[:, None] + markers.long().cumsum(-1)
-        context = OpenTSLMMediaContext(cache.advanced(text_time[:, -1]), text_time, self._block_of_layer)
-        context.blocks = self.cross_attention_layers
+        context = OpenTSLMMediaContext(
+            cache.advanced(text_time[:, -1]), text_time, self.cross_attention_layers, self._block_of_layer
+        )
         return context, latents
 
     def forward(

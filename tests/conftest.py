@@ -15,3 +15,15 @@ def smollm2_dir():
     from opentslm_hub.offline_llm import smollm2_path
 
     return smollm2_path()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and much faster when the machine is shared. Use it for a whole module
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

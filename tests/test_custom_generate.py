@@ -33,12 +33,7 @@ from maxent_ts.hub import NOT_UPLOADED, UPLOADED  # noqa: E402
 LOADABLE = Path(CUSTOM_GENERATE_FOLDER) / "custom_generate"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama(vocab_size: int = 32, seed: int = 6) -> torch.nn.Module:

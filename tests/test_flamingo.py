@@ -8,7 +8,16 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from remote_code import run_without_the_package
-from tiny import TINY_ENCODER, prompts, series_batch, tiny_opentslm, tiny_processor, tiny_text_config, tiny_tokenizer
+from tiny import (
+    TINY_ENCODER,
+    assert_batched_equals_unbatched,
+    prompts,
+    series_batch,
+    tiny_opentslm,
+    tiny_processor,
+    tiny_text_config,
+    tiny_tokenizer,
+)
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
@@ -79,14 +88,7 @@ def test_closed_gates_give_the_bare_llms_logits(family, processor):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_equals_unbatched(family, processor):
-    model = make_model(family, processor)
-    batch = series_batch()
-    texts = prompts(processor, batch)
-    with torch.no_grad():
-        logits = model(**processor(text=texts, time_series=batch)).logits
-        for i, (text, sample) in enumerate(zip(texts, batch)):
-            single = model(**processor(text=text, time_series=sample)).logits[0]
-            torch.testing.assert_close(logits[i, -single.shape[0] :], single, atol=1e-5, rtol=1e-5)
+    assert_batched_equals_unbatched(make_model(family, processor), processor, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -147,14 +149,14 @@ def test_original_media_attention_mode_is_a_flag():
     key_media = torch.tensor([[0, 0, 0]])
     text_time = torch.tensor([[0, 1, 1, 2, 3]])
     cache = OpenTSLMMediaCache(torch.zeros(1, 3, 4), key_media, torch.zeros(1, dtype=torch.long), "original")
-    additive, blind = OpenTSLMMediaContext(cache, text_time, {}).attention_mask(torch.float32)
+    additive, blind = OpenTSLMMediaContext(cache, text_time).attention_mask(torch.float32)
     assert blind[0, 0, :, 0].tolist() == [True, False, False, False, False]
     allowed = additive[0, 0] == 0
     assert allowed.tolist() == [[False] * 3, [True] * 3, [True] * 3, [False] * 3, [False] * 3]
     per_series = OpenTSLMMediaCache(
         torch.zeros(1, 4, 4), torch.tensor([[0, 0, 1, 1]]), cache.markers_seen, "per_series"
     )
-    additive, blind = OpenTSLMMediaContext(per_series, text_time, {}).attention_mask(torch.float32)
+    additive, blind = OpenTSLMMediaContext(per_series, text_time).attention_mask(torch.float32)
     assert (additive[0, 0] == 0).tolist() == [[False] * 4, [True, True, False, False], [True, True, False, False]] + [
         [True] * 4
     ] * 2

@@ -48,13 +48,7 @@ def fixed(**settings) -> dict:
     return {**FIXED_WIDENING, **settings}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and much faster when the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama(vocab_size: int, seed: int = 0, sharpen: float = 1.0) -> LlamaForCausalLM:

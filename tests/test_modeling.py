@@ -13,6 +13,7 @@ from tiny import (
     POST,
     PRE,
     TINY_ENCODER,
+    assert_batched_equals_unbatched,
     prompts,
     series_batch,
     tiny_opentslm,
@@ -90,18 +91,7 @@ def test_config_rejects_encoder_decoder_llm():
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_equals_unbatched(family, processor):
-    model = make_model(family, processor)
-    batch = series_batch()
-    texts = prompts(processor, batch)
-    batched = processor(text=texts, time_series=batch)
-    with torch.no_grad():
-        logits = model(**batched).logits
-        for i, (text, sample) in enumerate(zip(texts, batch)):
-            single = processor(text=text, time_series=sample)
-            single_logits = model(**single).logits[0]
-            length = single_logits.shape[0]
-            # Left padding: the sample's tokens are the last `length` positions of its row.
-            torch.testing.assert_close(logits[i, -length:], single_logits, atol=1e-4, rtol=0)
+    assert_batched_equals_unbatched(make_model(family, processor), processor, atol=1e-4, rtol=0)
 
 
 def test_series_change_the_output(processor):

@@ -159,3 +159,17 @@ def tiny_opentslm(processor, family: str = "llama", seed: int = 0, **config_kwar
         **config_kwargs,
     )
     return OpenTSLMForCausalLM(config).eval()
+
+
+def assert_batched_equals_unbatched(model, processor, *, atol: float, rtol: float) -> None:
+    """Each sample of `series_batch()` gives the same logits alone as in the left-padded batch."""
+    import torch
+
+    batch = series_batch()
+    texts = prompts(processor, batch)
+    with torch.no_grad():
+        logits = model(**processor(text=texts, time_series=batch)).logits
+        for i, (text, sample) in enumerate(zip(texts, batch)):
+            single = model(**processor(text=text, time_series=sample)).logits[0]
+            # Left padding: the sample's tokens are the last positions of its row.
+            torch.testing.assert_close(logits[i, -single.shape[0] :], single, atol=atol, rtol=rtol)
