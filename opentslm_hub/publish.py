@@ -22,6 +22,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modeling_opentslm.compat_opentslm import SUPPORTED_TRANSFORMERS, TRANSFORMERS_FLOOR, TRANSFORMERS_NEWEST_TESTED
+
+# Every model card the project writes (this one, and TRL's card of the recipes' checkpoints) states it.
+COMPATIBILITY_CARD_SECTION = (
+    "## Compatibility\n\n"
+    f"This model loads with `trust_remote_code=True`. Its code runs under transformers {TRANSFORMERS_FLOOR} or newer, "
+    f"tested from {TRANSFORMERS_FLOOR} to {TRANSFORMERS_NEWEST_TESTED} (`{SUPPORTED_TRANSFORMERS}`); under an older "
+    f'transformers, loading stops with an error that names this range: `pip install -U "transformers>={TRANSFORMERS_FLOOR}"`.\n'
+)
+
 CARD_FILE = "README.md"
 STAGE_INFO_FILE = "stage_info.json"
 METRICS_FILES = ("metrics.json", "stage_metrics.json")
@@ -197,6 +207,7 @@ def render_card(
         'print(processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))',
         "```",
         "",
+        COMPATIBILITY_CARD_SECTION,
         "## Limitations",
         "",
         "- Trained on the curriculum's data sets only; answers about other kinds of series are unreliable, and the "

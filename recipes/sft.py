@@ -26,7 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
-from modeling_opentslm.compat_opentslm import SUPPORTED_TRANSFORMERS, TRANSFORMERS_FLOOR, TRANSFORMERS_NEWEST_TESTED
+from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION
 from recipes.collator import OpenTSLMDataCollator
 
 logger = logging.getLogger("recipes.sft")
@@ -159,12 +159,6 @@ def select_split(records: DatasetDict, split: str, limit: int | None, dataset_na
 # ---------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------------
-COMPATIBILITY_CARD_SECTION = (
-    "## Compatibility\n\n"
-    f"This model loads with `trust_remote_code=True`. Its code runs under transformers {TRANSFORMERS_FLOOR} or newer, "
-    f"tested from {TRANSFORMERS_FLOOR} to {TRANSFORMERS_NEWEST_TESTED} (`{SUPPORTED_TRANSFORMERS}`); under an older "
-    f'transformers, loading stops with an error that names this range: `pip install -U "transformers>={TRANSFORMERS_FLOOR}"`.\n'
-)
 
 
 class OpenTSLMTrainer(SFTTrainer):

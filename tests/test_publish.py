@@ -21,7 +21,7 @@ from test_modeling import POST, PRE
 from test_modeling import make_model as make_sp
 from test_modeling import make_processor as make_sp_processor
 
-from opentslm_hub.publish import render_card
+from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION, render_card
 
 pytestmark = pytest.mark.slow  # subprocesses that import transformers, and a training run
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +113,7 @@ def test_publish_round_trip(tmp_path):
         assert text in card, text
     assert "merged into the LLM's weights" in render_card(stage3, "me/x", merged_lora=True)
     assert "`flamingo`: OpenTSLM-Flamingo" in render_card(stage2, "me/fl")
+    assert COMPATIBILITY_CARD_SECTION in card  # the transformers range the model's code runs under
 
     pushes = [
         (stage3, "me/sp-stage3", ["--revision", "stage3", "--private"]),

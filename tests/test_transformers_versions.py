@@ -371,7 +371,7 @@ def test_version_check_stops_older(version):
 
 
 def test_readme_and_model_cards_state_the_range():
-    from recipes.sft import COMPATIBILITY_CARD_SECTION
+    from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"### Compatibility: transformers {TRANSFORMERS_FLOOR} to {TRANSFORMERS_NEWEST_TESTED}" in readme
