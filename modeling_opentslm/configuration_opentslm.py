@@ -14,6 +14,7 @@ except ImportError:  # transformers < 5.20: the config builds its sub-configs it
 
 ARCHITECTURES = ("sp", "flamingo")
 MEDIA_ATTENTION = ("per_series", "original")
+LLM_WEIGHTS = ("included", "base")
 AUTO_MAP = {
     "AutoConfig": "configuration_opentslm.OpenTSLMConfig",
     "AutoModel": "modeling_opentslm.OpenTSLMModel",
@@ -109,6 +110,14 @@ class OpenTSLMConfig(PreTrainedConfig):
             comes before it (or is it). `"original"`: the original OpenTSLM-Flamingo behaviour, kept to run its
             released checkpoints: all series of a sample are one media item resampled together, tokens after the
             first marker attend to it, and tokens after a second marker see every latent with equal weight.
+        base_model_name_or_path (`str`, *optional*): the pretrained LLM (Hub id or folder) the model was built on.
+        base_vocab_size (`int`, *optional*): that LLM's vocabulary size before the placeholder (and marker) tokens
+            were added; the embedding rows from this index on are OpenTSLM's own.
+        llm_weights (`str`, defaults to `"included"`): where the LLM's own weights come from when loading.
+            `"included"`: the checkpoint holds the whole model. `"base"`: the checkpoint holds only what OpenTSLM adds
+            or trains (encoder, projector or resampler and cross-attention, LoRA adapters, the added tokens'
+            embedding rows), and `from_pretrained` loads the LLM from `base_model_name_or_path` (or from the
+            `base_model_name_or_path` argument it is given), the way a PEFT adapter names its base model.
 
     Example:
 
@@ -145,6 +154,9 @@ class OpenTSLMConfig(PreTrainedConfig):
     cross_attention_head_dim: int = 64
     cross_attention_ff_mult: int = 4
     media_attention: str = "per_series"
+    base_model_name_or_path: str | None = None
+    base_vocab_size: int | None = None
+    llm_weights: str = "included"
 
     def __post_init__(self, **kwargs):
         if SubConfigSpec is None:
@@ -183,6 +195,12 @@ class OpenTSLMConfig(PreTrainedConfig):
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}.")
         if self.media_attention not in MEDIA_ATTENTION:
             raise ValueError(f"media_attention must be one of {MEDIA_ATTENTION}, got {self.media_attention!r}.")
+        if self.llm_weights not in LLM_WEIGHTS:
+            raise ValueError(f"llm_weights must be one of {LLM_WEIGHTS}, got {self.llm_weights!r}.")
+        if self.llm_weights == "base" and (self.base_model_name_or_path is None or self.base_vocab_size is None):
+            raise ValueError(
+                'llm_weights="base" needs base_model_name_or_path and base_vocab_size: the LLM is loaded from there.'
+            )
         for name in (
             "num_latents",
             "resampler_num_heads",

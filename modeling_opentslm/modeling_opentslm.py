@@ -10,11 +10,12 @@ from __future__ import annotations
 from .compat_opentslm import CACHE_NAME  # first: stops a too-old transformers clearly
 
 # isort: split
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -23,6 +24,11 @@ from .configuration_opentslm import OpenTSLMConfig, OpenTSLMEncoderConfig
 
 # Inputs that only the prefill needs: decode steps carry new text tokens only, so the series cost nothing there.
 TIME_SERIES_INPUTS = ("time_series", "time_series_mask")
+# Checkpoints with llm_weights="base": the added tokens' embedding rows, and what from_pretrained passes on.
+ADDED_INPUT_ROWS = "added_tokens.input_embeddings"
+ADDED_OUTPUT_ROWS = "added_tokens.output_embeddings"
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+BASE_LLM_KWARGS = ("dtype", "torch_dtype", "attn_implementation", "device_map", "low_cpu_mem_usage")
 
 
 @dataclass
@@ -790,6 +796,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         projector_dropout: float = 0.0,
         config_overrides: dict | None = None,
         freeze_llm: bool = True,
+        base_model_name_or_path: str | None = None,
         **llm_kwargs,
     ) -> OpenTSLMForCausalLM:
         """Wrap a pretrained decoder-only LLM (Hub id or folder) with a freshly initialised encoder and bridge.
@@ -801,6 +808,8 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         tokenizer without transformer layers, as in the original. `config_overrides` sets other `OpenTSLMConfig`
         fields (`num_latents`, `cross_attention_every_n_layers`...). `llm_kwargs` go to
         `AutoModelForCausalLM.from_pretrained` (`dtype`, `attn_implementation`, `revision`...).
+        `base_model_name_or_path` is what the config records as the base LLM (default: `llm_name_or_path`); name the
+        Hub id there when `llm_name_or_path` is a local copy of it.
         """
         expected = "per_series" if architecture == "flamingo" else "per_patch"
         if getattr(processor, "placeholders", "per_patch") != expected:
@@ -811,10 +820,13 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         if encoder_config is None:
             encoder_config = {"num_hidden_layers": 0} if architecture == "flamingo" else {}
         llm = AutoModelForCausalLM.from_pretrained(llm_name_or_path, **llm_kwargs)
+        base_vocab_size = llm.get_input_embeddings().num_embeddings
         tokenizer = processor.tokenizer
-        if llm.get_input_embeddings().num_embeddings < len(tokenizer):
+        if base_vocab_size < len(tokenizer):
             # New rows start at the mean of the others: Flamingo's marker token is read by the LLM as it is.
             llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        if base_model_name_or_path is None and isinstance(llm_name_or_path, (str, os.PathLike)):
+            base_model_name_or_path = str(llm_name_or_path)
         config = cls.config_class(
             text_config=llm.config,
             encoder_config=encoder_config,
@@ -822,16 +834,27 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             projector_dropout=projector_dropout,
             tie_word_embeddings=bool(getattr(llm.config, "tie_word_embeddings", False)),
             architecture=architecture,
+            base_model_name_or_path=base_model_name_or_path,
+            base_vocab_size=base_vocab_size,
             **(config_overrides or {}),
         )
+        model = cls._wrap_llm(llm, config)
+        model.set_trainable(encoder=True, projector=True, llm=not freeze_llm)
+        return model
+
+    @classmethod
+    def _wrap_llm(cls, llm: PreTrainedModel, config: OpenTSLMConfig) -> OpenTSLMForCausalLM:
+        """Build the model around a loaded LLM (embeddings already sized for `config`): the LLM's weights are moved
+        in, not copied; the encoder and bridge are freshly initialised; LoRA adapters of `config.lora` are added."""
         config._attn_implementation = llm.config._attn_implementation
         with torch.device("meta"):
             model = cls(config)
-        # Only the new parts are materialised; the LLM's weights are moved in, not copied.
         model.model.language_model = llm.get_decoder()
         model.lm_head = llm.get_output_embeddings()
+        if config.lora is not None:
+            inject_lora(model.model.language_model, config.lora)
         new_parts = {"time_series_encoder": OpenTSLMTimeSeriesEncoder(config.encoder_config)}
-        if architecture == "flamingo":
+        if config.architecture == "flamingo":
             new_parts["resampler"] = OpenTSLMPerceiverResampler(config)
             num_blocks = len(model.model.cross_attention_layers)
             new_parts["cross_attention_layers"] = nn.ModuleList(
@@ -840,13 +863,132 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         else:
             new_parts["projector"] = OpenTSLMProjector(config)
         for name, module in new_parts.items():
-            setattr(model.model, name, module)
+            setattr(model.model, name, module.to(llm.device))
             for submodule in module.modules():
                 model._init_weights(submodule)
         model.model.attach_cross_attention()
         model.generation_config = llm.generation_config
-        model.set_trainable(encoder=True, projector=True, llm=not freeze_llm)
         return model
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints that hold only OpenTSLM's own weights (config.llm_weights == "base")
+    # ----------------------------------------------------------------------------------------------------------
+    def own_state_dict(self) -> dict[str, torch.Tensor]:
+        """What OpenTSLM adds to its base LLM: the encoder and bridge, LoRA adapters, and the embedding rows of the
+        added tokens (`added_tokens.*`, from `config.base_vocab_size` on). Everything else is the base LLM's."""
+        if self.config.base_vocab_size is None:
+            raise ValueError(
+                "config.base_vocab_size is unknown (a model built before it was recorded): set it to the base LLM's "
+                "vocabulary size before saving only OpenTSLM's own weights."
+            )
+        state = {}
+        for name, tensor in self.state_dict().items():
+            in_llm = name.startswith("model.language_model.") or name.startswith("lm_head.")
+            if not in_llm or "lora_" in name:
+                state[name] = tensor
+        first = self.config.base_vocab_size
+        state[ADDED_INPUT_ROWS] = self.get_input_embeddings().weight[first:].detach().clone()
+        if not self.config.tie_word_embeddings:
+            state[ADDED_OUTPUT_ROWS] = self.get_output_embeddings().weight[first:].detach().clone()
+        return state
+
+    def save_pretrained(self, save_directory, *args, llm_weights: str | None = None, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus `llm_weights="base"`: write only OpenTSLM's own weights
+        (`own_state_dict`, a few MB) and record in the config that the LLM comes from `base_model_name_or_path`.
+        Default: the layout the model was loaded with (`config.llm_weights`)."""
+        llm_weights = llm_weights or self.config.llm_weights
+        if llm_weights == "included":
+            previous, self.config.llm_weights = self.config.llm_weights, "included"
+            try:
+                return super().save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.config.llm_weights = previous
+        if llm_weights != "base":
+            raise ValueError(f'llm_weights must be "included" or "base", got {llm_weights!r}.')
+        if self.config.base_model_name_or_path is None:
+            raise ValueError(
+                "config.base_model_name_or_path is unknown: set it to the base LLM (Hub id or folder) before saving "
+                "only OpenTSLM's own weights."
+            )
+        if kwargs.get("state_dict") is not None:
+            raise ValueError('Pass either state_dict or llm_weights="base", not both.')
+        previous, self.config.llm_weights = self.config.llm_weights, "base"
+        try:
+            return super().save_pretrained(save_directory, *args, state_dict=self.own_state_dict(), **kwargs)
+        finally:
+            self.config.llm_weights = previous
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, base_model_name_or_path=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`; for a checkpoint saved with `llm_weights="base"` the LLM is loaded from
+        `base_model_name_or_path` (argument, else the config's) and OpenTSLM's own weights are put on top of it."""
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **hub_kwargs)
+        if config.llm_weights != "base":
+            if base_model_name_or_path is not None:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds its LLM's weights; base_model_name_or_path is only for "
+                    'checkpoints saved with llm_weights="base".'
+                )
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return cls._from_base_llm(pretrained_model_name_or_path, config, base_model_name_or_path, kwargs)
+
+    @classmethod
+    def _from_base_llm(cls, path, config: OpenTSLMConfig, base: str | None, kwargs: dict) -> OpenTSLMForCausalLM:
+        from safetensors.torch import load_file
+        from transformers import GenerationConfig
+        from transformers.utils import cached_file
+
+        # What the Auto classes add on their way here (the config, remote-code and PEFT settings) is not for the LLM.
+        ignored = ("config", "trust_remote_code", "code_revision", "adapter_kwargs")
+        kwargs = {key: value for key, value in kwargs.items() if key not in ignored and not key.startswith("_")}
+        hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
+        llm_kwargs = {key: kwargs.pop(key) for key in BASE_LLM_KWARGS if key in kwargs}
+        if kwargs:
+            raise TypeError(f"Arguments not supported when the LLM comes from its base model: {sorted(kwargs)}.")
+        base = base or config.base_model_name_or_path
+        llm = AutoModelForCausalLM.from_pretrained(base, **llm_kwargs)
+        vocab = llm.get_input_embeddings().num_embeddings
+        if vocab != config.base_vocab_size:
+            raise ValueError(
+                f"The base LLM {base} has {vocab} embedding rows; this checkpoint was built on one with "
+                f"{config.base_vocab_size} ({config.base_model_name_or_path})."
+            )
+        if config.text_config.vocab_size != vocab:
+            llm.resize_token_embeddings(config.text_config.vocab_size, mean_resizing=False)
+        model = cls._wrap_llm(llm, config)
+        state = load_file(cached_file(path, "model.safetensors", **hub_kwargs))
+        model.load_own_state_dict(state)
+        generation_file = cached_file(
+            path, "generation_config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+        if generation_file is not None:
+            model.generation_config = GenerationConfig.from_pretrained(path, **hub_kwargs)
+        model.config.llm_weights = "base"
+        model.eval()
+        return model
+
+    @torch.no_grad()
+    def load_own_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load what `own_state_dict` returned; every tensor must find its parameter and every parameter of OpenTSLM's
+        own its tensor, otherwise the error lists both leftovers."""
+        state = dict(state)
+        first = self.config.base_vocab_size
+        rows = {ADDED_INPUT_ROWS: self.get_input_embeddings().weight}
+        if not self.config.tie_word_embeddings:
+            rows[ADDED_OUTPUT_ROWS] = self.get_output_embeddings().weight
+        expected = set(self.own_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"The checkpoint does not match this model: missing {missing}, unexpected {unexpected}.")
+        for name, weight in rows.items():
+            added = state.pop(name)
+            if added.shape != weight[first:].shape:
+                raise ValueError(f"{name} has shape {tuple(added.shape)}, expected {tuple(weight[first:].shape)}.")
+            weight[first:] = added.to(weight.dtype)
+        self.load_state_dict(state, strict=False, assign=False)
 
     def set_trainable(
         self, *, encoder: bool = True, projector: bool = True, llm: bool = False, embeddings: bool = False
