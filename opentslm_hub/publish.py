@@ -95,6 +95,8 @@ def _is_hub_id(name: str | None) -> bool:
 
 
 def base_llm(config: Mapping[str, Any], chain: list[dict[str, Any]]) -> str:
+    if config.get("base_model_name_or_path"):
+        return config["base_model_name_or_path"]
     for info in chain:
         if info.get("model_name_or_path"):
             return info["model_name_or_path"]
@@ -113,8 +115,10 @@ def render_card(
     merged_lora: bool = False,
     license: str | None = None,
     base_model: str | None = None,
+    llm_weights: str | None = None,
 ) -> str:
-    """The model card (YAML metadata + Markdown) for ``folder`` as it will be published to ``repo_id``."""
+    """The model card (YAML metadata + Markdown) for ``folder`` as it will be published to ``repo_id``
+    (``llm_weights``: the layout it is published in, default the folder's)."""
     folder = Path(folder)
     config = _read_json(folder / "config.json")
     if config is None:
@@ -127,6 +131,7 @@ def render_card(
     datasets = [info["dataset_name"] for info in chain if info.get("dataset_name")]
     lora = config.get("lora")
     license = license or guess_license(llm)
+    llm_weights = llm_weights or config.get("llm_weights", "included")
 
     meta: dict[str, Any] = {
         "library_name": "transformers",
@@ -161,6 +166,14 @@ def render_card(
         f"| variant | `{variant}`: {variant_name} |",
         f"| stage | {stage or 'unknown'}" + (f" ({STAGE_TASKS[stage]})" if stage in STAGE_TASKS else "") + " |",
         f"| LoRA | {lora_text} |",
+        "| weights | "
+        + (
+            "OpenTSLM's own only (encoder, projector or resampler and cross-attention, LoRA adapters, the added "
+            f"tokens' embedding rows); the LLM's weights are loaded from `{llm}` at load time"
+            if llm_weights == "base"
+            else "the whole model, LLM included"
+        )
+        + " |",
         f"| encoder | patch size {config.get('encoder_config', {}).get('patch_size', 4)}, at most "
         f"{config.get('encoder_config', {}).get('max_patches', 1024) * config.get('encoder_config', {}).get('patch_size', 4)}"
         " samples per series |",
@@ -191,7 +204,13 @@ def render_card(
         "",
         "## How to load",
         "",
-        "The model code travels with the checkpoint, so only `transformers` (and `peft` for LoRA adapters) is needed:",
+        "The model code travels with the checkpoint, so only `transformers` (and `peft` for LoRA adapters) is needed"
+        + (
+            f"; the LLM comes from `{llm}` (pass `base_model_name_or_path=` to `from_pretrained` to load it from "
+            "elsewhere, e.g. a local copy):"
+            if llm_weights == "base"
+            else ":"
+        ),
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoProcessor",
@@ -231,28 +250,67 @@ def _front_matter(meta: Mapping[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True) + "---\n\n"
 
 
-def merge_lora_into(folder: Path, target: Path) -> None:
-    """Save ``folder``'s model with its LoRA adapters merged into the LLM (config.lora removed) to ``target``."""
+def save_as(folder: Path, target: Path, *, merge_lora: bool = False, llm_weights: str = "included") -> None:
+    """Save ``folder``'s model (with its processor and stage info) to ``target``: LoRA adapters merged into the
+    LLM (``config.lora`` removed) if ``merge_lora``; OpenTSLM's own weights only if ``llm_weights="base"``, after
+    checking that the LLM still is its base model, else the whole model."""
     import torch
 
     from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
 
     model = OpenTSLMForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    if model.config.lora is None:
-        raise ValueError(f"{folder} has no LoRA adapters to merge.")
-    from peft.tuners.lora import LoraLayer
+    if merge_lora:
+        if model.config.lora is None:
+            raise ValueError(f"{folder} has no LoRA adapters to merge.")
+        from peft.tuners.lora import LoraLayer
 
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
-    model.config.lora = None
-    model.save_pretrained(target)
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent_name, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+        model.config.lora = None
+    if llm_weights == "base":
+        if model.config.base_model_name_or_path is None:
+            raise ValueError(f"{folder}'s config names no base_model_name_or_path; publish the whole model instead.")
+        assert_llm_is_base(model)
+    model.save_pretrained(target, llm_weights=llm_weights)
     OpenTSLMProcessor.from_pretrained(folder).save_pretrained(target)
     for extra in (STAGE_INFO_FILE,):
         if (folder / extra).is_file():
             shutil.copy2(folder / extra, target / extra)
+
+
+def assert_llm_is_base(model, atol: float = 0.0) -> None:
+    """Raise unless the LLM inside ``model`` still has its base model's weights (LoRA adapters and the added
+    tokens' rows aside): a checkpoint of OpenTSLM's own weights would silently drop any other change."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model.config.base_model_name_or_path, dtype=torch.float32)
+    ours = {
+        name.replace(".base_layer", ""): tensor for name, tensor in model.model.language_model.state_dict().items()
+    }
+    rows = model.config.base_vocab_size
+    changed = []
+    for name, tensor in base.get_decoder().state_dict().items():
+        mine = ours.get(name)
+        if mine is None:
+            changed.append(f"{name} (missing)")
+            continue
+        if mine.dim() == 2 and mine.shape[0] > tensor.shape[0] and tensor.shape[0] == rows:
+            mine = mine[:rows]
+        if mine.shape != tensor.shape or not torch.allclose(mine.float(), tensor.float(), atol=atol, rtol=0):
+            changed.append(name)
+    if not model.config.tie_word_embeddings:
+        head = model.get_output_embeddings().weight[:rows].float()
+        if not torch.allclose(head, base.get_output_embeddings().weight.float(), atol=atol, rtol=0):
+            changed.append("lm_head.weight")
+    if changed:
+        raise ValueError(
+            f"The LLM's own weights differ from {model.config.base_model_name_or_path} ({len(changed)} tensors, e.g. "
+            f"{changed[:3]}): publish the whole model (llm_weights='included') instead of OpenTSLM's own weights."
+        )
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -269,17 +327,25 @@ def push_to_hub(
     revision: str | None = None,
     private: bool = False,
     merge_lora: bool = False,
+    llm_weights: str | None = None,
     license: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
 ) -> str:
     """Upload ``folder`` with its model card to ``repo_id`` (created if needed; ``revision``: a branch, created
-    from main if needed). Returns the commit URL."""
+    from main if needed). ``llm_weights="base"`` uploads OpenTSLM's own weights only (the LLM loads from the base
+    model the config names), ``"included"`` the whole model; default: as the folder is. Returns the commit URL."""
     from huggingface_hub import HfApi
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json; pass a folder written by save_pretrained.")
+    saved_as = (_read_json(folder / "config.json") or {}).get("llm_weights", "included")
+    llm_weights = llm_weights or saved_as
+    if llm_weights not in ("included", "base"):
+        raise ValueError(f'llm_weights must be "included" or "base", got {llm_weights!r}.')
+    if merge_lora and llm_weights == "base":
+        raise ValueError("Merging LoRA changes the LLM's weights: merge_lora needs llm_weights='included'.")
     api = HfApi(token=token)
     repo_url = api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the namespace default
     repo_id = repo_url.repo_id
@@ -287,16 +353,18 @@ def push_to_hub(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         upload = Path(staging) / "upload"
-        if merge_lora:
-            merge_lora_into(folder, upload)
+        if merge_lora or llm_weights != saved_as:
+            save_as(folder, upload, merge_lora=merge_lora, llm_weights=llm_weights)
         else:  # hard links where possible: no copy of the weights
             shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(*IGNORE_FILES), copy_function=_link_or_copy)
-        (upload / CARD_FILE).write_text(render_card(folder, repo_id, merged_lora=merge_lora, license=license))
+        card = render_card(folder, repo_id, merged_lora=merge_lora, license=license, llm_weights=llm_weights)
+        (upload / CARD_FILE).write_text(card)
         info = api.upload_folder(
             folder_path=upload,
             repo_id=repo_id,
             revision=revision,
-            commit_message=commit_message or f"Upload {folder} ({'LoRA merged' if merge_lora else 'as saved'})",
+            commit_message=commit_message
+            or f"Upload {folder} ({'LoRA merged' if merge_lora else 'own weights' if llm_weights == 'base' else 'as saved'})",
         )
     return str(getattr(info, "commit_url", info))
 
@@ -308,11 +376,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", help="push to this branch (created from main if needed)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--merge_lora", action="store_true", help="merge LoRA adapters into the LLM before pushing")
+    parser.add_argument(
+        "--llm_weights",
+        choices=("included", "base"),
+        help="'base': upload only OpenTSLM's own weights (a few MB; the LLM loads from the base model the config "
+        "names), 'included': the whole model (default: as the folder is saved)",
+    )
     parser.add_argument("--license", help="license id for the card (default: the base LLM's)")
     parser.add_argument("--card_only", action="store_true", help="print the model card and push nothing")
     args = parser.parse_args(argv)
     if args.card_only:
-        print(render_card(args.folder, args.repo_id, merged_lora=args.merge_lora, license=args.license))
+        print(
+            render_card(
+                args.folder,
+                args.repo_id,
+                merged_lora=args.merge_lora,
+                license=args.license,
+                llm_weights=args.llm_weights,
+            )
+        )
         return 0
     url = push_to_hub(
         args.folder,
@@ -320,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         revision=args.revision,
         private=args.private,
         merge_lora=args.merge_lora,
+        llm_weights=args.llm_weights,
         license=args.license,
     )
     print(

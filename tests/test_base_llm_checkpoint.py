@@ -137,3 +137,71 @@ def test_models_without_a_recorded_base_cannot_save_only_their_own_weights(tmp_p
     model.config.base_model_name_or_path = "some/llm"
     with pytest.raises(ValueError, match="base_vocab_size is unknown"):
         model.save_pretrained(tmp_path / "own", llm_weights="base")
+
+
+@pytest.mark.slow  # subprocesses that import transformers
+def test_publish_own_weights_and_whole_model_round_trip(tmp_path):
+    """Push a whole-model folder as OpenTSLM's own weights and an own-weights folder as the whole model; a process
+    that cannot import this project loads both from the fake Hub with the local model's logits."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from fake_hub import FakeHub
+    from test_publish import LOADER, POST, PRE, ROOT, SERIES
+
+    model, processor, llm = build(tmp_path, "llama")
+    whole, own = tmp_path / "whole", tmp_path / "own"
+    model.save_pretrained(whole)
+    model.save_pretrained(own, llm_weights="base")
+    for folder in (whole, own):
+        processor.save_pretrained(folder)
+    inputs = processor(text=processor.format_prompt(PRE, POST, num_series=2), time_series=SERIES)
+    with torch.no_grad():
+        expected = model(**inputs).logits[0].numpy()
+
+    with FakeHub() as hub:
+        env = hub.env(os.environ)
+        env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
+        script = "import sys\nfrom opentslm_hub.publish import main\nfor args in sys.argv[1:]:\n"
+        script += "    assert main(args.split('\\t')) == 0\n"
+        pushes = [f"{whole}\tme/own\t--llm_weights\tbase", f"{own}\tme/whole\t--llm_weights\tincluded"]
+        result = subprocess.run(
+            [sys.executable, "-c", script, *pushes], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        env.pop("PYTHONPATH")
+        env["HF_HOME"] = str(tmp_path / "hf-loader")
+        specs = [{"repo": "me/own", "revision": None}, {"repo": "me/whole", "revision": None}]
+        loader = textwrap.dedent(LOADER).replace("PRE, POST", f"{PRE!r}, {POST!r}")
+        result = subprocess.run(
+            [sys.executable, "-c", loader, json.dumps([s.tolist() for s in SERIES]), json.dumps(specs)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        own_files, whole_files = hub.files("models", "me/own"), hub.files("models", "me/whole")
+
+    loaded = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    for repo in ("me/own", "me/whole"):
+        np.testing.assert_allclose(loaded[repo]["logits"], expected, rtol=0, atol=1e-6)
+    assert json.loads(own_files["config.json"])["llm_weights"] == "base"
+    assert json.loads(whole_files["config.json"])["llm_weights"] == "included"
+    assert len(own_files["model.safetensors"]) < len(whole_files["model.safetensors"]) / 2
+    assert "the LLM's weights are loaded from" in own_files["README.md"].decode()
+
+
+def test_own_weights_are_refused_when_the_llm_was_trained(tmp_path):
+    from opentslm_hub.publish import save_as
+
+    model, processor, _ = build(tmp_path, "llama", lora=False)
+    with torch.no_grad():
+        model.model.language_model.layers[0].mlp.up_proj.weight.add_(1e-3)
+    model.save_pretrained(tmp_path / "trained")
+    processor.save_pretrained(tmp_path / "trained")
+    with pytest.raises(ValueError, match=r"LLM's own weights differ .*mlp\.up_proj"):
+        save_as(tmp_path / "trained", tmp_path / "out", llm_weights="base")
