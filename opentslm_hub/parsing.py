@@ -297,8 +297,67 @@ def forecast_is_complete(text: str, horizon: int, num_channels: int = 1, *, stri
     return steps[horizon - 1].end < len(run) or bool(after)
 
 
+class CaptionFacts(NamedTuple):
+    """What a caption says about its series, as far as it can be read (``None``: not stated)."""
+
+    trend: str | None  # "increasing", "decreasing" or "flat"
+    mean: float | None
+    periodic: bool | None
+    period: float | None
+
+
+_TREND_WORDS = (
+    (re.compile(r"\b(?:no (?:clear |overall |obvious )*trend|trendless|flat|stable|stationary)\b", re.I), "flat"),
+    (re.compile(r"\b(?:upward|increasing|rising|growing|uptrend)\b", re.I), "increasing"),
+    (re.compile(r"\b(?:downward|decreasing|falling|declining|downtrend)\b", re.I), "decreasing"),
+)
+_MEAN = re.compile(
+    rf"\b(?:mean|average)(?: value| level)?(?: of| is| around| about|:|=)?\s*(?:about |around )?({_NUMBER_PATTERN})",
+    re.I,
+)
+_PERIOD = re.compile(
+    rf"\b(?:repeats|cycles?|periodic\w*|period)\b[^.]*?\bevery\s+(?:about\s+|roughly\s+)?({_NUMBER_PATTERN})", re.I
+)
+_NOT_PERIODIC = re.compile(
+    r"\bno (?:regular |clear |obvious )*(?:repeating pattern|seasonality|periodicity|cycle)", re.I
+)
+
+
+def read_caption_facts(text: str) -> CaptionFacts:
+    """The trend direction, level (mean), and periodicity (and period) a caption states.
+
+    The trend is the first trend statement (a sentence with "trend", or the first direction word); the mean the
+    number after "mean"/"average"; periodicity is "repeats ... every N" (period N) or "no regular repeating pattern".
+
+    >>> read_caption_facts("It follows a weak upward trend. A pattern repeats roughly every 12 observations.")
+    CaptionFacts(trend='increasing', mean=None, periodic=True, period=12.0)
+    >>> read_caption_facts("with a mean of 4.5. It shows no clear overall trend. No regular repeating pattern.")
+    CaptionFacts(trend='flat', mean=4.5, periodic=False, period=None)
+    """
+    text = strip_special_tokens(text)
+    sentences = [sentence for sentence in re.split(r"(?<=[.!?])\s+", text) if sentence]
+    trend = None
+    for sentence in [s for s in sentences if re.search(r"\btrend", s, re.I)] + sentences:
+        found = [
+            (match.start(), word) for pattern, word in _TREND_WORDS for match in [pattern.search(sentence)] if match
+        ]
+        if found:
+            trend = min(found)[1]
+            break
+    mean = _MEAN.search(text)
+    period = _PERIOD.search(text)
+    periodic = True if period else (False if _NOT_PERIODIC.search(text) else None)
+    return CaptionFacts(
+        trend=trend,
+        mean=float(mean.group(1)) if mean else None,
+        periodic=periodic,
+        period=float(period.group(1)) if period else None,
+    )
+
+
 __all__ = [
     "SLEEP_STAGES",
+    "CaptionFacts",
     "ForecastStep",
     "canonical_sleep_stage",
     "extract_answer",
@@ -309,6 +368,7 @@ __all__ = [
     "normalize_answer",
     "parse_forecast",
     "parse_option",
+    "read_caption_facts",
     "read_forecast",
     "read_label",
     "strip_special_tokens",

@@ -40,6 +40,7 @@ from opentslm_hub.parsing import (
     normalize_answer,
     parse_forecast,
     parse_option,
+    read_caption_facts,
     read_label,
     strip_special_tokens,
 )
@@ -271,7 +272,36 @@ def _captioning_metrics(predictions: list[str], references: list[str]) -> dict[s
         "length_ratio": predicted_words / reference_words if reference_words else 0.0,
         "mean_prediction_words": predicted_words / count,
         "mean_reference_words": reference_words / count,
+        **caption_fact_metrics(predictions, references),
     }
+
+
+def caption_fact_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """Whether captions state their series' trend direction, level and periodicity as the reference does
+    (`opentslm_hub.parsing.read_caption_facts` on both). Each rate counts the samples whose reference states that
+    fact; a prediction that does not state it counts as wrong. `mean_within_10pct`: the stated mean within 10% of
+    the reference's (of its magnitude)."""
+    pairs = [(read_caption_facts(p), read_caption_facts(r)) for p, r in zip(predictions, references)]
+    trend = [p.trend == r.trend for p, r in pairs if r.trend is not None]
+    level = [
+        p.mean is not None and abs(p.mean - r.mean) <= 0.1 * max(abs(r.mean), 1e-12)
+        for p, r in pairs
+        if r.mean is not None
+    ]
+    periodic = [p.periodic == r.periodic for p, r in pairs if r.periodic is not None]
+    period = [
+        p.period is not None and abs(p.period - r.period) <= 0.2 * r.period for p, r in pairs if r.period is not None
+    ]
+    metrics: dict[str, Any] = {}
+    for name, hits in (
+        ("trend_accuracy", trend),
+        ("mean_within_10pct", level),
+        ("periodicity_accuracy", periodic),
+        ("period_within_20pct", period),
+    ):
+        metrics[name] = float(np.mean(hits)) if hits else None
+        metrics[f"{name}_count"] = len(hits)
+    return metrics
 
 
 def _aggregate(

@@ -238,3 +238,36 @@ def test_the_answer_reward_scores_what_accuracy_counts():
     scores = choice(texts, RewardContext([[]] * len(texts)))
     assert scores == [float(sample["correct"]) for sample in samples] == [1, 1, 1, 0, 0]
     assert AnswerVerifierReward(answer="downward trend", options=options)(texts, RewardContext([[]] * 5)) == scores
+
+
+def test_caption_facts_agree_with_the_features_of_every_offline_caption():
+    from hub_datasets.offline import load_offline
+    from opentslm_hub.parsing import read_caption_facts
+
+    for split in load_offline("captions_bundled").values():
+        for record in split:
+            facts, features = read_caption_facts(record["answer"]), json.loads(record["metadata"])["features"]
+            assert facts.trend == features["trend"]["direction"], record["answer"]
+            assert facts.mean == pytest.approx(features["mean"], rel=0.01, abs=1e-6)
+            assert facts.periodic == (features["seasonality"]["period"] is not None)
+            if facts.periodic:
+                assert facts.period == features["seasonality"]["period"]
+
+
+def test_caption_fact_metrics_count_unstated_facts_as_wrong():
+    from recipes.evaluation import caption_fact_metrics
+
+    reference = "The mean is 10. It follows a strong upward trend. A pattern repeats roughly every 12 observations."
+    metrics = caption_fact_metrics(
+        [
+            "It has a mean of 10.5 and a weak upward trend; the cycle repeats every 13 steps.",
+            "A downward trend with mean 20. No regular repeating pattern stands out.",
+            "Nothing to say.",
+        ],
+        [reference] * 3,
+    )
+    assert metrics["trend_accuracy"] == pytest.approx(1 / 3) and metrics["trend_accuracy_count"] == 3
+    assert metrics["mean_within_10pct"] == pytest.approx(1 / 3)
+    assert metrics["periodicity_accuracy"] == pytest.approx(1 / 3)
+    assert metrics["period_within_20pct"] == pytest.approx(1 / 3)
+    assert caption_fact_metrics(["x"], ["y"])["trend_accuracy"] is None
