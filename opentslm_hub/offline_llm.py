@@ -106,5 +106,17 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
+def hub_id_of(path: str | os.PathLike) -> str:
+    """The Hub id the offline copy at ``path`` stands for (SmolLM2's), else ``path`` itself as a string: what a model
+    built on it records as its base. The package's GGUF is quantised (Q4_1), so a model trained on the copy and loaded
+    on the Hub's weights computes slightly differently; load it with ``base_model_name_or_path=smollm2_path()``."""
+    cache = default_cache_dir() / f"smollm2-135m-instruct-{_CACHE_VERSION}"
+    try:
+        same = Path(path).resolve() == cache.resolve()
+    except OSError:
+        same = False
+    return SMOLLM2_HUB_ID if same else str(path)
+
+
 if __name__ == "__main__":
     print(smollm2_path())

@@ -250,15 +250,25 @@ def _front_matter(meta: Mapping[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True) + "---\n\n"
 
 
-def save_as(folder: Path, target: Path, *, merge_lora: bool = False, llm_weights: str = "included") -> None:
+def save_as(
+    folder: Path,
+    target: Path,
+    *,
+    merge_lora: bool = False,
+    llm_weights: str = "included",
+    base_model: str | None = None,
+) -> None:
     """Save ``folder``'s model (with its processor and stage info) to ``target``: LoRA adapters merged into the
     LLM (``config.lora`` removed) if ``merge_lora``; OpenTSLM's own weights only if ``llm_weights="base"``, after
-    checking that the LLM still is its base model, else the whole model."""
+    checking that the LLM still is its base model (``base_model``: a local copy of it, default the one the config
+    names), else the whole model."""
     import torch
 
     from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
 
-    model = OpenTSLMForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = _read_json(folder / "config.json") or {}
+    base = {"base_model_name_or_path": base_model} if base_model and config.get("llm_weights") == "base" else {}
+    model = OpenTSLMForCausalLM.from_pretrained(folder, dtype=torch.float32, **base)
     if merge_lora:
         if model.config.lora is None:
             raise ValueError(f"{folder} has no LoRA adapters to merge.")
@@ -273,7 +283,7 @@ def save_as(folder: Path, target: Path, *, merge_lora: bool = False, llm_weights
     if llm_weights == "base":
         if model.config.base_model_name_or_path is None:
             raise ValueError(f"{folder}'s config names no base_model_name_or_path; publish the whole model instead.")
-        assert_llm_is_base(model)
+        assert_llm_is_base(model, base_model)
     model.save_pretrained(target, llm_weights=llm_weights)
     OpenTSLMProcessor.from_pretrained(folder).save_pretrained(target)
     for extra in (STAGE_INFO_FILE,):
@@ -281,13 +291,15 @@ def save_as(folder: Path, target: Path, *, merge_lora: bool = False, llm_weights
             shutil.copy2(folder / extra, target / extra)
 
 
-def assert_llm_is_base(model, atol: float = 0.0) -> None:
+def assert_llm_is_base(model, base_model: str | None = None, atol: float = 0.0) -> None:
     """Raise unless the LLM inside ``model`` still has its base model's weights (LoRA adapters and the added
-    tokens' rows aside): a checkpoint of OpenTSLM's own weights would silently drop any other change."""
+    tokens' rows aside): a checkpoint of OpenTSLM's own weights would silently drop any other change.
+    ``base_model``: where to load the base from (default: ``config.base_model_name_or_path``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(model.config.base_model_name_or_path, dtype=torch.float32)
+    base_model = base_model or model.config.base_model_name_or_path
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     ours = {
         name.replace(".base_layer", ""): tensor for name, tensor in model.model.language_model.state_dict().items()
     }
@@ -308,7 +320,7 @@ def assert_llm_is_base(model, atol: float = 0.0) -> None:
             changed.append("lm_head.weight")
     if changed:
         raise ValueError(
-            f"The LLM's own weights differ from {model.config.base_model_name_or_path} ({len(changed)} tensors, e.g. "
+            f"The LLM's own weights differ from {base_model} ({len(changed)} tensors, e.g. "
             f"{changed[:3]}): publish the whole model (llm_weights='included') instead of OpenTSLM's own weights."
         )
 
@@ -328,6 +340,7 @@ def push_to_hub(
     private: bool = False,
     merge_lora: bool = False,
     llm_weights: str | None = None,
+    base_model: str | None = None,
     license: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
@@ -354,7 +367,7 @@ def push_to_hub(
     with tempfile.TemporaryDirectory() as staging:
         upload = Path(staging) / "upload"
         if merge_lora or llm_weights != saved_as:
-            save_as(folder, upload, merge_lora=merge_lora, llm_weights=llm_weights)
+            save_as(folder, upload, merge_lora=merge_lora, llm_weights=llm_weights, base_model=base_model)
         else:  # hard links where possible: no copy of the weights
             shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(*IGNORE_FILES), copy_function=_link_or_copy)
         card = render_card(folder, repo_id, merged_lora=merge_lora, license=license, llm_weights=llm_weights)
@@ -382,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         help="'base': upload only OpenTSLM's own weights (a few MB; the LLM loads from the base model the config "
         "names), 'included': the whole model (default: as the folder is saved)",
     )
+    parser.add_argument(
+        "--base_model",
+        help="a local copy of the base LLM, to check and load against (default: the one the config names)",
+    )
     parser.add_argument("--license", help="license id for the card (default: the base LLM's)")
     parser.add_argument("--card_only", action="store_true", help="print the model card and push nothing")
     args = parser.parse_args(argv)
@@ -403,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         private=args.private,
         merge_lora=args.merge_lora,
         llm_weights=args.llm_weights,
+        base_model=args.base_model,
         license=args.license,
     )
     print(

@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_path", required=True, help="OpenTSLM folder (or Hub id) with model and processor")
     parser.add_argument("--revision", default=None, help="model revision when --model_path is a Hub id")
     parser.add_argument(
+        "--base_model",
+        default=None,
+        help="for a checkpoint of OpenTSLM's own weights only: load its LLM from here instead of the base model its "
+        "config names (e.g. a local copy)",
+    )
+    parser.add_argument(
         "--dataset",
         required=True,
         help="offline:<name> or an offline set name, a save_to_disk folder, or a Hub data set id",
@@ -72,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     records = load_split(args.dataset, args.split, dataset_config=args.dataset_config, max_samples=args.max_samples)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    base = {"base_model_name_or_path": args.base_model} if args.base_model else {}
     model = AutoModelForCausalLM.from_pretrained(
-        args.model_path, trust_remote_code=True, revision=args.revision, dtype=dtype
+        args.model_path, trust_remote_code=True, revision=args.revision, dtype=dtype, **base
     )
     processor = AutoProcessor.from_pretrained(args.model_path, trust_remote_code=True, revision=args.revision)
     model.to(PartialState().device)

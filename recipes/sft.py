@@ -26,6 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser
 
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+from opentslm_hub.offline_llm import hub_id_of
 from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION
 from recipes.collator import OpenTSLMDataCollator
 
@@ -320,6 +321,7 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
         model = OpenTSLMForCausalLM.from_llm(
             llm,
             processor,
+            base_model_name_or_path=hub_id_of(llm),
             architecture=script_args.architecture,
             encoder_config=encoder_config,
             config_overrides=_as_dict(script_args.architecture_config),

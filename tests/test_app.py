@@ -185,7 +185,7 @@ def test_answer_without_series_and_bad_model(tmp_path):
 
 @pytest.mark.slow
 def test_python_app_py_serves_the_offline_default(tmp_path, smollm2_dir):
-    """`python app.py` on a free port: the untrained default on the offline SmolLM2, an example, a short answer."""
+    """`python app.py` on a free port: the shipped default model on the offline SmolLM2, an example, an answer."""
     import socket
 
     with socket.socket() as sock:
@@ -208,7 +208,7 @@ def test_python_app_py_serves_the_offline_default(tmp_path, smollm2_dir):
         _, message = client.predict(EXAMPLE_NILE, api_name="/load_example")
         assert "100 time steps" in message
         answer, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
-        assert answer.strip() and "Done (greedy, a fresh OpenTSLM-SP on SmolLM2-135M-Instruct)" in info
+        assert answer.strip() and "Done (greedy, the offline default model (OpenTSLM-SP" in info
     finally:
         process.terminate()
         process.wait(timeout=30)

