@@ -1,0 +1,40 @@
+"""The offline default model shipped with the package: only OpenTSLM's own weights (fp16, a few MB) next to a
+processor, loaded in one call on the offline SmolLM2, and it answers held-out questions about series."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from opentslm_hub import default_model
+
+
+def test_the_shipped_folder_holds_only_own_weights():
+    folder = default_model.MODEL_DIR
+    config = json.loads((folder / "config.json").read_text())
+    assert config["llm_weights"] == "base"
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert config["architecture"] == "sp" and config["lora"] is not None
+    weights = folder / "model.safetensors"
+    assert weights.stat().st_size < 12e6
+    with safe_open(weights, "pt") as tensors:
+        names = list(tensors.keys())
+        assert {tensors.get_tensor(name).dtype for name in names} == {torch.float16}
+    assert not [name for name in names if name.startswith("model.language_model.") and "lora_" not in name]
+    for name in ("processor_config.json", "tokenizer_config.json", "README.md", "stage_info.json"):
+        assert (folder / name).is_file(), name
+
+
+@pytest.mark.slow  # SmolLM2-135M answers 30 questions
+def test_the_default_model_answers_held_out_questions(smollm2_dir):
+    from recipes.evaluation import evaluate_records
+    from recipes.run_eval import load_split
+
+    model, processor = default_model.load()
+    assert model.config.llm_weights == "base" and next(model.parameters()).dtype == torch.float32
+    records = list(load_split("tsqa_synthetic", "test"))
+    metrics = evaluate_records(model, processor, records, batch_size=8, max_new_tokens=16, with_loss=False)
+    assert metrics["accuracy"] >= 0.6, metrics  # three options: chance is 1/3
