@@ -739,8 +739,13 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         else:
             hidden_states = hidden_states[:, logits_to_keep, :]
         logits = self.lm_head(hidden_states)
-        if self.config.ts_token_id is not None and self.config.ts_token_id < logits.shape[-1]:
-            # The placeholder marks where series go; it is never a word the model may say.
+        # The placeholder marks where series go; it is never a word the model may say. A converted original
+        # OpenTSLM-Flamingo keeps the original's behaviour: its `<image>` token is an ordinary logit there.
+        if (
+            self.config.ts_token_id is not None
+            and self.config.ts_token_id < logits.shape[-1]
+            and self.config.media_attention != "original"
+        ):
             logits[..., self.config.ts_token_id] = torch.finfo(logits.dtype).min
 
         loss = None
