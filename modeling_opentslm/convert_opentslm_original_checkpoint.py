@@ -80,6 +80,7 @@ TASK_SERIES_TEXT = {
     "sleep": "The following is the EEG time series, it has mean {mean:.4f} and std {std:.4f}:",
 }
 ORIGINAL_ENCODER_HEADS = 8  # fixed in the original; the weights do not record it
+ORIGINAL_FLAMINGO_HEADS = 8  # open_flamingo's default for the perceiver and the gated blocks
 ORIGINAL_LAYER_NORM_EPS = 1e-5
 SP_TS_TOKEN = "<ts>"
 FLAMINGO_MEDIA_TOKEN = "<image>"
@@ -301,7 +302,10 @@ def build_processor(tokenizer, variant: str, task: str | None) -> OpenTSLMProces
         ts_token, placeholders = SP_TS_TOKEN, "per_patch"
     else:
         # The original's additions, in its order, so the new tokens get the ids its embedding rows were trained at.
-        tokenizer.add_special_tokens({"additional_special_tokens": [ORIGINAL_CHUNK_END, FLAMINGO_MEDIA_TOKEN]})
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": [ORIGINAL_CHUNK_END, FLAMINGO_MEDIA_TOKEN]},
+            replace_extra_special_tokens=False,
+        )
         if tokenizer.pad_token is None:
             tokenizer.add_special_tokens({"pad_token": FLAMINGO_PAD_TOKEN})
         ts_token, placeholders = FLAMINGO_MEDIA_TOKEN, "per_series"
@@ -339,17 +343,175 @@ def convert_sp(
     )
     state.update(base_state(llm))
     processor.feature_extractor.max_series_length = config.encoder_config.max_series_length
-    return assemble(config, state, leftovers, llm)
+    return assemble(config, state, leftovers, llm.generation_config)
+
+
+# OpenTSLM-Flamingo: names inside the open_flamingo model (after the `model.`/`llm.` prefix) → ours. The gated
+# cross-attention blocks are renamed by `flamingo_target`, which also maps decoder layer → block index.
+FLAMINGO_RENAMES = (
+    (r"vision_encoder\.patch_embed\.", "model.time_series_encoder.patch_embedding."),
+    (r"vision_encoder\.pos_embed$", "model.time_series_encoder.position_embedding"),
+    (r"vision_encoder\.input_norm\.", "model.time_series_encoder.layer_norm."),
+    (r"perceiver\.latents$", "model.resampler.latents"),
+    (r"perceiver\.layers\.(\d+)\.0\.norm_media\.", r"model.resampler.layers.\1.attention.media_norm."),
+    (r"perceiver\.layers\.(\d+)\.0\.norm_latents\.", r"model.resampler.layers.\1.attention.latents_norm."),
+    (r"perceiver\.layers\.(\d+)\.0\.to_q\.", r"model.resampler.layers.\1.attention.q_proj."),
+    (r"perceiver\.layers\.(\d+)\.0\.to_kv\.", r"model.resampler.layers.\1.attention.kv_proj."),
+    (r"perceiver\.layers\.(\d+)\.0\.to_out\.", r"model.resampler.layers.\1.attention.o_proj."),
+    (r"perceiver\.layers\.(\d+)\.1\.0\.", r"model.resampler.layers.\1.feed_forward.layer_norm."),
+    (r"perceiver\.layers\.(\d+)\.1\.1\.", r"model.resampler.layers.\1.feed_forward.fc1."),
+    (r"perceiver\.layers\.(\d+)\.1\.3\.", r"model.resampler.layers.\1.feed_forward.fc2."),
+    (r"perceiver\.norm\.", "model.resampler.layer_norm."),
+    (r"lang_encoder\.model\.layers\.(\d+)\.decoder_layer\.", r"model.language_model.layers.\1."),
+    (r"lang_encoder\.model\.", "model.language_model."),
+    (r"lang_encoder\.lm_head\.", "lm_head."),
+)
+GATED_BLOCK = re.compile(r"lang_encoder\.model\.layers\.(\d+)\.gated_cross_attn_layer\.(.+)$")
+GATED_RENAMES = (
+    ("attn.norm.", "layer_norm."),
+    ("attn.to_q.", "q_proj."),
+    ("attn.to_kv.", "kv_proj."),
+    ("attn.to_out.", "o_proj."),
+    ("attn_gate", "attention_gate"),
+    ("ff_gate", "feed_forward_gate"),
+    ("ff.0.", "feed_forward.layer_norm."),
+    ("ff.1.", "feed_forward.fc1."),
+    ("ff.3.", "feed_forward.fc2."),
+)
+# open_flamingo keeps each decoder layer and gated block under a second name as well.
+FLAMINGO_ALIASES = (
+    (r"lang_encoder\.old_decoder_blocks\.(\d+)\.", r"lang_encoder.model.layers.\1.decoder_layer."),
+    (r"lang_encoder\.gated_cross_attn_layers\.(\d+)\.", r"lang_encoder.model.layers.\1.gated_cross_attn_layer."),
+)
+
+
+def flamingo_inner_state(checkpoint: Mapping[str, Any], leftovers: list[str]) -> dict[str, torch.Tensor]:
+    """The open_flamingo model's own state dict, each tensor once.
+
+    The trainer's `model_state` holds every tensor twice (`model.` and `llm.` name the same module), and open_flamingo
+    names each decoder layer and gated block twice; the copies must be equal, then they count as used."""
+    unknown = set(checkpoint) - {"model_state", "llm"} - TRAINING_KEYS
+    if unknown:
+        raise ValueError(f"The Flamingo checkpoint has keys the converter does not know: {sorted(unknown)}.")
+    if "model_state" in checkpoint:
+        raw, prefixes = checkpoint["model_state"], ("model.", "llm.")
+    else:  # OpenTSLMFlamingo.store_to_file: the open_flamingo model's state dict itself
+        raw, prefixes = checkpoint["llm"], ("",)
+    state: dict[str, torch.Tensor] = {}
+    for key, tensor in raw.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            leftovers.append(f"model_state.{key}")
+            continue
+        name = key[len(prefix) :]
+        for alias, canonical in FLAMINGO_ALIASES:
+            name = re.sub(f"^{alias}", canonical, name)
+        if name in state and not torch.equal(state[name], tensor):
+            raise ValueError(f"The checkpoint holds two different tensors for {name} (one of them is {key}).")
+        state[name] = tensor
+    return state
+
+
+def flamingo_every_n(state: Mapping[str, torch.Tensor]) -> int:
+    layers = sorted({int(m.group(1)) for key in state if (m := GATED_BLOCK.match(key))})
+    if not layers:
+        raise ValueError("The Flamingo checkpoint has no gated cross-attention blocks.")
+    every = layers[0] + 1
+    if layers != list(range(every - 1, layers[-1] + 1, every)):
+        raise ValueError(f"Gated cross-attention blocks at decoder layers {layers} are not evenly spaced.")
+    return every
+
+
+def flamingo_target(name: str, every: int) -> str | None:
+    if found := GATED_BLOCK.match(name):
+        block = (int(found.group(1)) + 1) // every - 1
+        rest = found.group(2)
+        for old, new in GATED_RENAMES:
+            if rest.startswith(old):
+                return f"model.cross_attention_layers.{block}.{new}{rest[len(old) :]}"
+        return None
+    for pattern, replacement in FLAMINGO_RENAMES:
+        renamed, count = re.subn(f"^{pattern}", replacement, name)
+        if count:
+            return renamed
+    return None
+
+
+def flamingo_settings(state: Mapping[str, torch.Tensor], every: int) -> dict[str, Any]:
+    """The resampler's and gated blocks' sizes, read from the weights' shapes (8 heads, as open_flamingo fixes)."""
+    latents = state["perceiver.latents"]
+    dim = latents.shape[1]
+    depth = len({key.split(".")[2] for key in state if key.startswith("perceiver.layers.")})
+    gated = f"lang_encoder.model.layers.{every - 1}.gated_cross_attn_layer."
+    text_dim = state[gated + "attn.norm.weight"].shape[0]
+    return dict(
+        num_latents=latents.shape[0],
+        resampler_num_layers=depth,
+        resampler_num_heads=ORIGINAL_FLAMINGO_HEADS,
+        resampler_head_dim=state["perceiver.layers.0.0.to_q.weight"].shape[0] // ORIGINAL_FLAMINGO_HEADS,
+        resampler_ff_mult=state["perceiver.layers.0.1.1.weight"].shape[0] // dim,
+        cross_attention_every_n_layers=every,
+        cross_attention_num_heads=ORIGINAL_FLAMINGO_HEADS,
+        cross_attention_head_dim=state[gated + "attn.to_q.weight"].shape[0] // ORIGINAL_FLAMINGO_HEADS,
+        cross_attention_ff_mult=state[gated + "ff.1.weight"].shape[0] // text_dim,
+    )
 
 
 def convert_flamingo(
-    checkpoint: Mapping[str, Any], llm, processor: OpenTSLMProcessor, metadata: dict[str, Any]
+    checkpoint: Mapping[str, Any],
+    base_model: str,
+    processor: OpenTSLMProcessor,
+    metadata: dict[str, Any],
+    dtype: torch.dtype,
 ) -> OpenTSLMForCausalLM:
-    raise NotImplementedError("Converting OpenTSLM-Flamingo checkpoints is not supported yet.")
+    from transformers import AutoConfig, GenerationConfig
+
+    leftovers: list[str] = []
+    inner = flamingo_inner_state(checkpoint, leftovers)
+    every = flamingo_every_n(inner)
+    state = {}
+    for name, tensor in inner.items():
+        target = flamingo_target(name, every)
+        if target is None:
+            leftovers.append(f"model_state.{name}")
+        elif target.startswith(("model.language_model.", "lm_head.")):
+            state[target] = tensor.to(dtype)
+        else:
+            state[target] = tensor
+    # The whole embedding matrix was trained, the added tokens' rows included: it comes from the checkpoint.
+    vocab = inner["lang_encoder.model.embed_tokens.weight"].shape[0]
+    if vocab != len(processor.tokenizer):
+        raise ValueError(
+            f"The checkpoint's embedding has {vocab} rows but the base tokenizer with the original's added tokens has "
+            f"{len(processor.tokenizer)}; is --base_model the LLM this checkpoint was trained from?"
+        )
+    text_config = AutoConfig.from_pretrained(base_model).to_dict()
+    text_config.update(vocab_size=vocab, dtype=str(dtype).removeprefix("torch."))
+    if processor.tokenizer.pad_token_id is not None:
+        text_config["pad_token_id"] = processor.tokenizer.pad_token_id
+    encoder_state = {k.removeprefix("vision_encoder."): v for k, v in inner.items() if k.startswith("vision_encoder.")}
+    config = OpenTSLMConfig(
+        text_config=text_config,
+        encoder_config={**sp_encoder_config(encoder_state), "num_hidden_layers": 0},
+        ts_token_id=processor.ts_token_id,
+        tie_word_embeddings=bool(text_config.get("tie_word_embeddings", False)),
+        architecture="flamingo",
+        media_attention="original",
+        original_checkpoint=metadata,
+        **flamingo_settings(inner, every),
+    )
+    processor.feature_extractor.max_series_length = config.encoder_config.max_series_length
+    try:
+        generation_config = GenerationConfig.from_pretrained(base_model)
+    except OSError:
+        generation_config = GenerationConfig.from_model_config(config.text_config)
+    generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    return assemble(config, state, leftovers, generation_config)
 
 
-def assemble(config: OpenTSLMConfig, state: dict[str, torch.Tensor], leftovers: list[str], llm) -> OpenTSLMForCausalLM:
-    config._attn_implementation = llm.config._attn_implementation
+def assemble(
+    config: OpenTSLMConfig, state: dict[str, torch.Tensor], leftovers: list[str], generation_config
+) -> OpenTSLMForCausalLM:
     with torch.device("meta"):
         model = OpenTSLMForCausalLM(config)
     expected = set(model.state_dict())
@@ -359,11 +521,14 @@ def assemble(config: OpenTSLMConfig, state: dict[str, torch.Tensor], leftovers: 
             state[key] = state.pop(plain)
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
-        state.pop("lm_head.weight", None)
+        head = state.pop("lm_head.weight", None)
+        embedding = state.get("model.language_model.embed_tokens.weight")
+        if head is not None and embedding is not None and not torch.equal(head, embedding):
+            raise ValueError("The LLM ties its head to its embedding, but the checkpoint holds different weights.")
     check_coverage(expected, state, leftovers)
     model.load_state_dict(state, strict=False, assign=True)  # coverage is checked above, tied weights aside
     model.tie_weights()
-    model.generation_config = llm.generation_config
+    model.generation_config = generation_config
     return model.eval()
 
 
@@ -414,12 +579,15 @@ def convert(
         "epoch": state.get("epoch"),
         "val_loss": float(state["val_loss"]) if state.get("val_loss") is not None else None,
     }
-    llm, tokenizer = load_base(base_model, DTYPES[dtype])
-    processor = build_processor(tokenizer, variant, task)
     if variant == "sp":
+        llm, tokenizer = load_base(base_model, DTYPES[dtype])
+        processor = build_processor(tokenizer, variant, task)
         model = convert_sp(state, llm, processor, metadata)
-    else:
-        model = convert_flamingo(state, llm, processor, metadata)
+    else:  # the checkpoint holds the whole LLM; the base gives its config and tokenizer
+        from transformers import AutoTokenizer
+
+        processor = build_processor(AutoTokenizer.from_pretrained(base_model), variant, task)
+        model = convert_flamingo(state, base_model, processor, metadata, DTYPES[dtype])
     output_dir = Path(output_dir)
     if lora == "merge" and model.config.lora is not None:
         with tempfile.TemporaryDirectory() as staging:

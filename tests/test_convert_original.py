@@ -27,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "original"
 SP_FIXTURES = ("llama-sp-tsqa", "llama-sp-har", "gemma3-sp-tsqa", "gemma3-sp-har")
+FLAMINGO_FIXTURES = ("llama-flamingo-tsqa", "llama-flamingo-har", "gemma3-flamingo-har")
 LOGITS_ATOL = 1e-4
 
 # The series texts of the original data sets, as templates (the processor states the mean and std).
@@ -67,11 +68,11 @@ PARITY_SCRIPT = textwrap.dedent(
             want_prompt = expected_logits[f"prompt_logits.{i}"]
             want_answer = expected_logits[f"answer_logits.{i}"]
             vocab = want_prompt.shape[-1]
+            soft = processor.placeholders == "per_patch"  # SP: the original has no token at these positions
             samples.append({
-                "layout": torch.where(ids == processor.ts_token_id, -1, ids).tolist(),
-                "answer_ids": scored["input_ids"][0, prompt_length:].tolist(),
-                "answer_labels": labels[prompt_length:].tolist(),
-                "prompt_labels_masked": bool((labels[:prompt_length] == -100).all()),
+                "prompt_ids": (torch.where(ids == processor.ts_token_id, -1, ids) if soft else ids).tolist(),
+                "full_ids": scored["input_ids"][0].tolist(),
+                "labels": labels.tolist(),
                 "prompt_logits_diff": float((prompt_logits[-want_prompt.shape[0]:, :vocab] - want_prompt).abs().max()),
                 "answer_logits_diff": float((answer_logits[:, :vocab] - want_answer).abs().max()),
                 "greedy": generated[0, prompt_length:].tolist(),
@@ -84,14 +85,14 @@ PARITY_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict[str, Path]:
-    """Every SP fixture converted with its adapters kept, and the LoRA ones once more with them merged."""
+    """Every fixture converted (SP with its adapters kept), and the SP LoRA ones once more with them merged."""
     out = tmp_path_factory.mktemp("converted")
     folders = {}
-    for name in SP_FIXTURES:
-        family, _, task = name.split("-")
+    for name in SP_FIXTURES + FLAMINGO_FIXTURES:
+        family, variant, task = name.split("-")
         kwargs = dict(base_model=str(FIXTURES / f"llm-{family}"), task=task, dtype="float32")
         folders[name] = convert(str(FIXTURES / f"{name}.pt"), out / name, **kwargs)
-        if task == "har":
+        if task == "har" and variant == "sp":
             folders[f"{name}+merged"] = convert(
                 str(FIXTURES / f"{name}.pt"), out / f"{name}-merged", lora="merge", **kwargs
             )
@@ -104,13 +105,16 @@ def parity(converted) -> dict[str, list[dict]]:
     return run_python_without_the_package(PARITY_SCRIPT, cwd=ROOT, args=(folders, str(FIXTURES)))
 
 
-@pytest.mark.parametrize("name", [*SP_FIXTURES, "llama-sp-har+merged", "gemma3-sp-har+merged"])
-def test_converted_sp_answers_like_the_original(parity, name):
+@pytest.mark.parametrize("name", [*SP_FIXTURES, "llama-sp-har+merged", "gemma3-sp-har+merged", *FLAMINGO_FIXTURES])
+def test_converted_model_answers_like_the_original(parity, name):
     fixture = json.loads((FIXTURES / f"{name.split('+')[0]}.json").read_text())
     for got, want in zip(parity[name], fixture["samples"], strict=True):
-        assert got["layout"] == want["prompt_ids"]  # token ids, and the soft tokens in the same places
-        assert got["answer_ids"] == want["answer_ids"] and got["answer_labels"] == want["answer_ids"]
-        assert got["prompt_labels_masked"]
+        assert got["prompt_ids"] == want["prompt_ids"]  # token ids (SP: -1 where the series' soft tokens go)
+        if fixture["variant"] == "sp":  # the answer is tokenised on its own, with its BOS, all of it a target
+            assert got["full_ids"][len(want["prompt_ids"]) :] == want["answer_ids"]
+            assert got["labels"] == [-100] * len(want["prompt_ids"]) + want["answer_ids"]
+        else:  # one text; the labels start at the prompt's last token, as in the original
+            assert got["full_ids"] == want["full_ids"] and got["labels"] == want["labels"]
         assert got["prompt_logits_diff"] <= LOGITS_ATOL, got["prompt_logits_diff"]
         assert got["answer_logits_diff"] <= LOGITS_ATOL, got["answer_logits_diff"]
         assert got["greedy"] == want["greedy_tokens"]
@@ -139,6 +143,19 @@ def test_strict_mapping_names_the_leftovers_both_ways(tmp_path):
     assert "encoder_state.extra_norm.weight" in message.split("Model parameters")[0]
     assert "model.projector.linear.bias" in message.split("Model parameters")[1]
     assert not (tmp_path / "out").exists()
+
+
+def test_flamingo_mapping_is_strict_too(tmp_path):
+    checkpoint = load_original_checkpoint(FIXTURES / "llama-flamingo-tsqa.pt")
+    state = checkpoint["model_state"]
+    state["model.perceiver.extra_scale"] = torch.ones(2)
+    for prefix in ("model.", "llm."):  # the trainer's state dict names every tensor twice
+        del state[f"{prefix}perceiver.norm.bias"]
+    torch.save(checkpoint, tmp_path / "broken.pt")
+    with pytest.raises(ValueError) as error:
+        convert(str(tmp_path / "broken.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"))
+    unused, unfilled = str(error.value).split("Model parameters")
+    assert "model_state.perceiver.extra_scale" in unused and "model.resampler.layer_norm.bias" in unfilled
 
 
 def test_a_disallowed_pickled_class_is_refused(tmp_path):
