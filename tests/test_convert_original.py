@@ -120,6 +120,17 @@ def test_converted_model_answers_like_the_original(parity, name):
         assert got["greedy"] == want["greedy_tokens"]
 
 
+@pytest.mark.parametrize("name", ["llama-sp-har", "gemma3-flamingo-har"])
+def test_converted_model_gives_the_same_answers_in_a_batch(converted, name):
+    """The original ran batch 1 only; the converted model also batches (left padding, padding patches masked)."""
+    from tiny import assert_batched_equals_unbatched
+
+    from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
+
+    model = OpenTSLMForCausalLM.from_pretrained(converted[name]).eval()
+    assert_batched_equals_unbatched(model, OpenTSLMProcessor.from_pretrained(converted[name]), atol=1e-5, rtol=1e-4)
+
+
 def test_converted_config_records_the_original(converted):
     config = json.loads((converted["llama-sp-har"] / "config.json").read_text())
     assert config["original_checkpoint"]["task"] == "har"
