@@ -239,6 +239,8 @@ def sp_state_dict(checkpoint: Mapping[str, Any], leftovers: list[str]) -> dict[s
     state.update(rename(checkpoint["projector_state"], SP_PROJECTOR_RENAMES, leftovers, "projector_state"))
     if checkpoint.get("lora_enabled"):
         state.update(rename(checkpoint["lora_state"], LORA_RENAMES, leftovers, "lora_state"))
+    else:  # adapters the checkpoint itself says are off are not used: they count as leftovers
+        leftovers.extend(f"lora_state.{key}" for key in checkpoint.get("lora_state", {}))
     return state
 
 
@@ -558,8 +560,11 @@ def convert(
     task = task or named.get("task")
     if base_model is None:
         raise ValueError(f"{checkpoint} is a local file: pass --base_model (the Hub id or folder of its base LLM).")
-    if task is not None and task not in TASK_STAGES:
-        raise ValueError(f"task must be one of {sorted(TASK_STAGES)}, got {task!r}.")
+    if task not in TASK_STAGES:
+        raise ValueError(
+            f"task must be one of {sorted(TASK_STAGES)}, got {task!r}: pass --task for a local file (it decides how "
+            "the processor normalises series and states their mean and std, as the data set the model learnt on did)."
+        )
     if lora not in ("adapter", "merge"):
         raise ValueError(f"lora must be 'adapter' or 'merge', got {lora!r}.")
     state = load_original_checkpoint(path)

@@ -20,7 +20,11 @@ import pytest
 import torch
 from remote_code import run_python_without_the_package
 
-from modeling_opentslm.convert_opentslm_original_checkpoint import convert, load_original_checkpoint
+from modeling_opentslm.convert_opentslm_original_checkpoint import (
+    convert,
+    load_original_checkpoint,
+    parse_released_name,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,7 +153,7 @@ def test_strict_mapping_names_the_leftovers_both_ways(tmp_path):
     del checkpoint["projector_state"]["projector.1.bias"]
     torch.save(checkpoint, tmp_path / "broken.pt")
     with pytest.raises(ValueError) as error:
-        convert(str(tmp_path / "broken.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"))
+        convert(str(tmp_path / "broken.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"), task="tsqa")
     message = str(error.value)
     assert "encoder_state.extra_norm.weight" in message.split("Model parameters")[0]
     assert "model.projector.linear.bias" in message.split("Model parameters")[1]
@@ -164,7 +168,7 @@ def test_flamingo_mapping_is_strict_too(tmp_path):
         del state[f"{prefix}perceiver.norm.bias"]
     torch.save(checkpoint, tmp_path / "broken.pt")
     with pytest.raises(ValueError) as error:
-        convert(str(tmp_path / "broken.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"))
+        convert(str(tmp_path / "broken.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"), task="tsqa")
     unused, unfilled = str(error.value).split("Model parameters")
     assert "model_state.perceiver.extra_scale" in unused and "model.resampler.layer_norm.bias" in unfilled
 
@@ -174,7 +178,7 @@ def test_a_disallowed_pickled_class_is_refused(tmp_path):
     checkpoint["args"] = argparse.Namespace(lr=1e-4)
     torch.save(checkpoint, tmp_path / "pickled.pt")
     with pytest.raises(ValueError, match=r"argparse\.Namespace.*not among the classes"):
-        convert(str(tmp_path / "pickled.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"))
+        convert(str(tmp_path / "pickled.pt"), tmp_path / "out", base_model=str(FIXTURES / "llm-llama"), task="tsqa")
 
 
 def test_the_lora_config_is_read_without_peft_classes():
@@ -185,6 +189,24 @@ def test_the_lora_config_is_read_without_peft_classes():
         type(checkpoint["lora_config"]["default"]).__module__
         == "modeling_opentslm.convert_opentslm_original_checkpoint"
     )
+
+
+@pytest.mark.parametrize(
+    "repo_id, expected",
+    [
+        ("OpenTSLM/gemma-3-1b-pt-ecg-flamingo", ("google/gemma-3-1b-pt", "ecg", "stage5_ecg_cot", "flamingo")),
+        ("OpenTSLM/gemma-3-270m-sleep-sp", ("google/gemma-3-270m", "sleep", "stage4_sleep_cot", "sp")),
+        ("OpenTSLM/llama-3.2-3b-m4-sp", ("meta-llama/Llama-3.2-3B", "m4", "stage2_captioning", "sp")),
+    ],
+)
+def test_released_repo_names_give_base_task_and_variant(repo_id, expected):
+    named = parse_released_name(repo_id)
+    assert (named["base_model"], named["task"], named["stage"], named["variant"]) == expected
+
+
+def test_an_unknown_repo_name_asks_for_the_settings():
+    with pytest.raises(ValueError, match="Pass --base_model, --task and --variant"):
+        parse_released_name("someone/my-opentslm")
 
 
 HUB_CLIENT = """
