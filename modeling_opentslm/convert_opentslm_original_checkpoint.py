@@ -295,6 +295,7 @@ def base_state(llm) -> dict[str, torch.Tensor]:
 
 def build_processor(tokenizer, variant: str, task: str | None) -> OpenTSLMProcessor:
     normalization = TASK_NORMALIZATION.get(task, {})
+    original_padding_side = tokenizer.padding_side  # what the original's tokenizer did, before ours is set
     feature_extractor = OpenTSLMFeatureExtractor(pad_within_sample=True, **normalization)
     extra = {"series_text": TASK_SERIES_TEXT[task]} if task in TASK_SERIES_TEXT else {}
     if variant == "sp":
@@ -318,6 +319,7 @@ def build_processor(tokenizer, variant: str, task: str | None) -> OpenTSLMProces
         ts_token=ts_token,
         placeholders=placeholders,
         prompt_format="original",
+        original_padding_side=original_padding_side,
         **extra,
     )
 

@@ -50,6 +50,17 @@ class OpenTSLMProcessor(ProcessorMixin):
             starts with BOS does not get a second one). `False`: plain text, tokenised with the tokenizer's special
             tokens (BOS where the tokenizer adds one). Saved with the processor, so a trained model is prompted the
             way it was trained.
+        prompt_format (`str`, defaults to `"native"`): `"original"` reproduces the sequence layout of the original
+            OpenTSLM code, for checkpoints converted from it (their converter sets it): SP tokenises the pre-prompt,
+            every series text and the post-prompt on their own, each with the tokenizer's BOS, and puts the series'
+            placeholders right after its text; Flamingo writes `pre_prompt` + ` <ts> {series text} <|endofchunk|>`
+            per series + ` {post_prompt}` and tokenises it in one piece. No chat template. `__call__` then also
+            takes `answer` (appended as the original trains on it, with `labels`). New models use `"native"`.
+        original_padding_side (`str`, defaults to `"right"`): SP with `prompt_format="original"`: the padding side of
+            the tokenizer the original ran with. The original pads a sample's text pieces to the longest of them and
+            then keeps each piece's first `length` positions; with a left-padding tokenizer (Gemma's) that keeps pad
+            tokens and drops the end of every shorter piece. Its checkpoints were trained on that sequence, so it is
+            reproduced.
     """
 
     def __init__(
@@ -62,8 +73,12 @@ class OpenTSLMProcessor(ProcessorMixin):
         placeholders: str = "per_patch",
         use_chat_template: bool = False,
         prompt_format: str = "native",
+        original_padding_side: str = "right",
         **kwargs,
     ):
+        if original_padding_side not in ("left", "right"):
+            raise ValueError(f"original_padding_side must be 'left' or 'right', got {original_padding_side!r}.")
+        self.original_padding_side = original_padding_side
         if prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}.")
         if prompt_format == "original" and use_chat_template:
@@ -229,7 +244,7 @@ class OpenTSLMProcessor(ProcessorMixin):
 
         if add_special_tokens is None:
             add_special_tokens = not self.use_chat_template
-        input_ids, labels = [], []
+        input_ids, labels, token_masks = [], [], []
         for index, (prompt, sample_texts) in enumerate(zip(texts, texts_batch)):
             row, expansions, intros = 0, [], []
             for k, template in enumerate(sample_texts):
@@ -248,13 +263,14 @@ class OpenTSLMProcessor(ProcessorMixin):
                     row += 1
                 expansions.append("\n".join(pieces))
             if self.prompt_format == "original":
-                ids, sample_labels = self._original_ids(
+                ids, sample_labels, token_mask = self._original_ids(
                     prompt, intros, len(sample_texts), index, answers, add_special_tokens
                 )
                 labels.append(sample_labels)
             else:
                 expanded = self._insert_series(prompt, expansions, index)
                 ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+                token_mask = [1] * len(ids)
             expected = 0 if mask is None else sum(self.num_placeholders(int(m.sum())) for m in mask[index] if m.any())
             found = ids.count(self.ts_token_id)
             if found != expected:
@@ -268,13 +284,15 @@ class OpenTSLMProcessor(ProcessorMixin):
                     "shorten the prompt or series. Nothing is truncated silently."
                 )
             input_ids.append(ids)
+            token_masks.append(token_mask)
 
         if padding:
             data = self.pad_text(input_ids, padding_side=padding_side)
+            data["attention_mask"] = self.pad_text(token_masks, padding_side=padding_side, pad_id=0)["input_ids"]
             if answers is not None:
                 data["labels"] = self.pad_text(labels, padding_side=padding_side, pad_id=-100)["input_ids"]
         else:
-            data = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
+            data = {"input_ids": input_ids, "attention_mask": token_masks}
             if answers is not None:
                 data["labels"] = labels
         data.update(features)
@@ -345,8 +363,9 @@ class OpenTSLMProcessor(ProcessorMixin):
         index: int,
         answers: list[str] | None,
         add_special_tokens: bool,
-    ) -> tuple[list[int], list[int] | None]:
-        """The original OpenTSLM sequence of one sample (see `prompt_format`): token ids and, with an answer, labels.
+    ) -> tuple[list[int], list[int] | None, list[int]]:
+        """The original OpenTSLM sequence of one sample (see `prompt_format`): token ids, labels (with an answer) and
+        the attention mask (0 where the original keeps a pad token, see `original_padding_side`).
 
         `intros` holds, per channel, its stated text and its number of placeholders."""
         pieces = prompt.split(self.ts_token)
@@ -364,25 +383,46 @@ class OpenTSLMProcessor(ProcessorMixin):
             return self.tokenizer(piece, add_special_tokens=special)["input_ids"]
 
         if self.placeholders == "per_patch":  # SP: every piece on its own, each with its BOS
-            ids = tokenize(pre)
-            for intro, count in intros:
-                ids += tokenize(intro) + [self.ts_token_id] * count
-            ids += tokenize(post)
+            pieces = self._original_pieces([tokenize(text) for text in (pre, *(intro for intro, _ in intros), post)])
+            ids, token_mask = list(pieces[0][0]), list(pieces[0][1])
+            for (piece, piece_mask), (_, count) in zip(pieces[1:-1], intros):
+                ids += piece + [self.ts_token_id] * count
+                token_mask += piece_mask + [1] * count
+            ids += pieces[-1][0]
+            token_mask += pieces[-1][1]
             if answer is None:
-                return ids, None
+                return ids, None, token_mask
             answer_ids = tokenize(answer)  # with its own BOS, which is a target too
-            return ids + answer_ids, [-100] * len(ids) + answer_ids
+            return ids + answer_ids, [-100] * len(ids) + answer_ids, token_mask + [1] * len(answer_ids)
         # Flamingo: one string, one BOS; the answer follows after a space.
         text = pre + "".join(f" {self.ts_token} {intro} {ORIGINAL_CHUNK_END}" for intro, _ in intros)
         if post:
             text += f" {post}"
+        ids = tokenize(text if answer is None else f"{text} {answer}")
         if answer is None:
-            return tokenize(text), None
-        ids = tokenize(f"{text} {answer}")
+            return ids, None, [1] * len(ids)
         # As the original: labels from the length of the prompt tokenised without special tokens, so the prompt's
         # last token is a target too.
         start = len(tokenize(text, special=False))
-        return ids, [-100] * start + ids[start:]
+        return ids, [-100] * start + ids[start:], [1] * len(ids)
+
+    def _original_pieces(self, pieces: list[list[int]]) -> list[tuple[list[int], list[int]]]:
+        """Each piece, with its attention mask, as the original SP takes it from the padded batch of a sample's
+        pieces: its first `len(piece)` positions (the piece itself with right padding; with left padding, masked pad
+        tokens and the piece's start)."""
+        if self.original_padding_side == "right":
+            return [(piece, [1] * len(piece)) for piece in pieces]
+        longest = max(len(piece) for piece in pieces)
+        kept = []
+        for piece in pieces:
+            pads = min(longest - len(piece), len(piece))
+            kept.append(
+                (
+                    [self.tokenizer.pad_token_id] * pads + piece[: len(piece) - pads],
+                    [0] * pads + [1] * (len(piece) - pads),
+                )
+            )
+        return kept
 
     def _insert_series(self, prompt: str, expansions: list[str], index: int) -> str:
         num_markers = prompt.count(self.ts_token)
