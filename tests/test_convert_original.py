@@ -67,7 +67,10 @@ PARITY_SCRIPT = textwrap.dedent(
             prompt_length = ids.shape[0]
             with torch.no_grad():
                 prompt_logits = model(**inputs).logits[0]
-                answer_logits = model(**scored).logits[0, prompt_length - 1 : -1]
+                # The original's training forward counts every position, masked pad tokens included (its generate,
+                # like ours, does not): give it those positions.
+                positions = torch.arange(scored["input_ids"].shape[1])[None]
+                answer_logits = model(**scored, position_ids=positions).logits[0, prompt_length - 1 : -1]
                 generated = model.generate(**inputs, max_new_tokens=len(sample["greedy_tokens"]), do_sample=False)
             want_prompt = expected_logits[f"prompt_logits.{i}"]
             want_answer = expected_logits[f"answer_logits.{i}"]
@@ -75,6 +78,7 @@ PARITY_SCRIPT = textwrap.dedent(
             soft = processor.placeholders == "per_patch"  # SP: the original has no token at these positions
             samples.append({
                 "prompt_ids": (torch.where(ids == processor.ts_token_id, -1, ids) if soft else ids).tolist(),
+                "prompt_mask": inputs["attention_mask"][0].tolist(),
                 "full_ids": scored["input_ids"][0].tolist(),
                 "labels": labels.tolist(),
                 "prompt_logits_diff": float((prompt_logits[-want_prompt.shape[0]:, :vocab] - want_prompt).abs().max()),
@@ -115,6 +119,7 @@ def test_converted_model_answers_like_the_original(parity, name):
     for got, want in zip(parity[name], fixture["samples"], strict=True):
         assert got["prompt_ids"] == want["prompt_ids"]  # token ids (SP: -1 where the series' soft tokens go)
         if fixture["variant"] == "sp":  # the answer is tokenised on its own, with its BOS, all of it a target
+            assert got["prompt_mask"] == want["prompt_mask"]  # 0 on the pad tokens a left-padding tokenizer leaves
             assert got["full_ids"][len(want["prompt_ids"]) :] == want["answer_ids"]
             assert got["labels"] == [-100] * len(want["prompt_ids"]) + want["answer_ids"]
         else:  # one text; the labels start at the prompt's last token, as in the original
