@@ -42,6 +42,13 @@ class OpenTSLMFeatureExtractor(FeatureExtractionMixin):
             value is also the one the prompt states.
         center_only_below_std (`float`, *optional*): a channel whose std is at most this value is only centred.
         padding_value (`float`, defaults to 0.0): value of padded steps (masked out by `time_series_mask` anyway).
+        statistics_dtype (`str`, defaults to `"float64"`): precision of the statistics and the normalisation.
+            `"float32"` computes them with torch in float32, as the original OpenTSLM data sets do, so the mean and std
+            the prompt states (4 decimals) and the normalised values match theirs exactly.
+        pad_within_sample (`bool`, defaults to `False`): the original OpenTSLM layout: every channel of a sample is
+            zero-padded to the sample's longest channel (rounded up to the patch size) and the padding counts as data
+            (`time_series_mask` 1), so each series of a sample gets the same number of patches, as in the original.
+            Only for running converted original checkpoints; new models keep the default.
     """
 
     model_input_names = ["time_series", "time_series_mask"]
@@ -56,6 +63,8 @@ class OpenTSLMFeatureExtractor(FeatureExtractionMixin):
         std_floor: float = 0.0,
         center_only_below_std: float | None = None,
         padding_value: float = 0.0,
+        statistics_dtype: str = "float64",
+        pad_within_sample: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,6 +84,10 @@ class OpenTSLMFeatureExtractor(FeatureExtractionMixin):
         self.std_floor = std_floor
         self.center_only_below_std = center_only_below_std
         self.padding_value = padding_value
+        if statistics_dtype not in ("float64", "float32"):
+            raise ValueError(f"statistics_dtype must be 'float64' or 'float32', got {statistics_dtype!r}.")
+        self.statistics_dtype = statistics_dtype
+        self.pad_within_sample = pad_within_sample
 
     def num_patches(self, length: int) -> int:
         """Patches the encoder makes of a channel of `length` samples (the last one zero-padded)."""
@@ -114,18 +127,34 @@ class OpenTSLMFeatureExtractor(FeatureExtractionMixin):
 
     def statistics(self, channel: np.ndarray) -> tuple[float, float]:
         """The mean and the std of one channel as the prompt states them (the std after `std_floor`)."""
+        if self.statistics_dtype == "float32":
+            mean, std, _ = self._statistics_float32(channel)
+            return float(mean), float(std)
         mean = float(channel.mean())
         std = float(channel.std(ddof=self.std_ddof)) if channel.shape[-1] > self.std_ddof else 0.0
         return mean, max(std, self.std_floor)
 
     def normalize_channel(self, channel: np.ndarray) -> tuple[np.ndarray, float, float]:
         """z-normalise one channel; returns the values and the stated mean and std."""
+        if self.statistics_dtype == "float32":
+            mean, std, values = self._statistics_float32(channel)
+            if not self.normalize:
+                return channel, float(mean), float(std)
+            if self.center_only_below_std is not None and std <= self.center_only_below_std:
+                return (values - mean).double().numpy(), float(mean), float(std)
+            return ((values - mean) / (std + self.std_epsilon)).double().numpy(), float(mean), float(std)
         mean, std = self.statistics(channel)
         if not self.normalize:
             return channel, mean, std
         if self.center_only_below_std is not None and std <= self.center_only_below_std:
             return channel - mean, mean, std
         return (channel - mean) / (std + self.std_epsilon), mean, std
+
+    def _statistics_float32(self, channel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        values = torch.as_tensor(channel, dtype=torch.float32)
+        mean = values.mean()
+        std = values.std(correction=self.std_ddof) if len(values) > self.std_ddof else values.new_zeros(())
+        return mean, torch.clamp(std, min=self.std_floor), values
 
     def __call__(
         self,
@@ -198,9 +227,10 @@ class OpenTSLMFeatureExtractor(FeatureExtractionMixin):
         values = np.full((len(rows), max_rows, length), self.padding_value, dtype=np.float32)
         mask = np.zeros((len(rows), max_rows, length), dtype=np.int64)
         for b, sample in enumerate(rows):
+            sample_length = self.num_patches(max((len(row) for row in sample), default=0)) * self.patch_size
             for k, row in enumerate(sample):
                 values[b, k, : len(row)] = row
-                mask[b, k, : len(row)] = 1
+                mask[b, k, : sample_length if self.pad_within_sample else len(row)] = 1
         return {"time_series": values, "time_series_mask": mask}
 
 

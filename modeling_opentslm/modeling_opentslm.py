@@ -630,9 +630,11 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
 
         if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
             # Left padding: count positions from each sample's first real token, as generate() does, so a sample
-            # gets the same positions alone or in a padded batch.
+            # gets the same positions alone or in a padded batch. Masked tokens get position 1, as generate() gives
+            # them: a converted original OpenTSLM-SP with a left-padding tokenizer predicts from such a token.
             past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            mask = attention_mask.long()
+            position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
             position_ids = position_ids[:, past_length : past_length + inputs_embeds.shape[1]]
 
         kwargs[CACHE_NAME] = past_key_values
@@ -745,8 +747,13 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         else:
             hidden_states = hidden_states[:, logits_to_keep, :]
         logits = self.lm_head(hidden_states)
-        if self.config.ts_token_id is not None and self.config.ts_token_id < logits.shape[-1]:
-            # The placeholder marks where series go; it is never a word the model may say.
+        # The placeholder marks where series go; it is never a word the model may say. A converted original
+        # OpenTSLM-Flamingo keeps the original's behaviour: its `<image>` token is an ordinary logit there.
+        if (
+            self.config.ts_token_id is not None
+            and self.config.ts_token_id < logits.shape[-1]
+            and self.config.media_attention != "original"
+        ):
             logits[..., self.config.ts_token_id] = torch.finfo(logits.dtype).min
 
         loss = None

@@ -24,6 +24,9 @@ from .feature_extraction_opentslm import OpenTSLMFeatureExtractor, _is_number_li
 
 DEFAULT_SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}:"
 PLACEHOLDER_MODES = ("per_patch", "per_series")
+PROMPT_FORMATS = ("native", "original")
+# The original OpenTSLM-Flamingo closes every series' text with this token.
+ORIGINAL_CHUNK_END = "<|endofchunk|>"
 SERIES_STATISTICS = ("time_series_mean", "time_series_std", "time_series_num_channels")
 
 
@@ -47,6 +50,17 @@ class OpenTSLMProcessor(ProcessorMixin):
             starts with BOS does not get a second one). `False`: plain text, tokenised with the tokenizer's special
             tokens (BOS where the tokenizer adds one). Saved with the processor, so a trained model is prompted the
             way it was trained.
+        prompt_format (`str`, defaults to `"native"`): `"original"` reproduces the sequence layout of the original
+            OpenTSLM code, for checkpoints converted from it (their converter sets it): SP tokenises the pre-prompt,
+            every series text and the post-prompt on their own, each with the tokenizer's BOS, and puts the series'
+            placeholders right after its text; Flamingo writes `pre_prompt` + ` <ts> {series text} <|endofchunk|>`
+            per series + ` {post_prompt}` and tokenises it in one piece. No chat template. `__call__` then also
+            takes `answer` (appended as the original trains on it, with `labels`). New models use `"native"`.
+        original_padding_side (`str`, defaults to `"right"`): SP with `prompt_format="original"`: the padding side of
+            the tokenizer the original ran with. The original pads a sample's text pieces to the longest of them and
+            then keeps each piece's first `length` positions; with a left-padding tokenizer (Gemma's) that keeps pad
+            tokens and drops the end of every shorter piece. Its checkpoints were trained on that sequence, so it is
+            reproduced.
     """
 
     def __init__(
@@ -58,8 +72,18 @@ class OpenTSLMProcessor(ProcessorMixin):
         series_text: str = DEFAULT_SERIES_TEXT,
         placeholders: str = "per_patch",
         use_chat_template: bool = False,
+        prompt_format: str = "native",
+        original_padding_side: str = "right",
         **kwargs,
     ):
+        if original_padding_side not in ("left", "right"):
+            raise ValueError(f"original_padding_side must be 'left' or 'right', got {original_padding_side!r}.")
+        self.original_padding_side = original_padding_side
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}.")
+        if prompt_format == "original" and use_chat_template:
+            raise ValueError("prompt_format='original' uses no chat template; set use_chat_template=False.")
+        self.prompt_format = prompt_format
         if placeholders not in PLACEHOLDER_MODES:
             raise ValueError(f"placeholders must be one of {PLACEHOLDER_MODES}, got {placeholders!r}.")
         self.ts_token = ts_token
@@ -135,6 +159,11 @@ class OpenTSLMProcessor(ProcessorMixin):
     ) -> str:
         """The prompt with one `ts_token` marker per series between `pre_prompt` and `post_prompt`, wrapped in the
         chat template (with the generation prompt) when the processor's `use_chat_template` is set."""
+        if self.prompt_format == "original":
+            if system_prompt is not None:
+                raise ValueError("system_prompt needs the chat template; the original prompt format has none.")
+            # The pieces stay apart: __call__ tokenises them as the original does.
+            return pre_prompt.strip() + self.ts_token * num_series + post_prompt.strip()
         parts = [pre_prompt.strip(), *([self.ts_token] * num_series), post_prompt.strip()]
         content = "\n".join(part for part in parts if part)
         if not self.use_chat_template:
@@ -160,6 +189,7 @@ class OpenTSLMProcessor(ProcessorMixin):
         padding_side: str = "left",
         max_length: int | None = None,
         return_tensors: str | None = "pt",
+        answer: str | Sequence[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -179,10 +209,12 @@ class OpenTSLMProcessor(ProcessorMixin):
             padding_side: `"left"` (default) or `"right"`.
             max_length: if set, a sample longer than this raises an error; nothing is truncated.
             return_tensors: `"pt"`, `"np"` or `None` (nested lists).
+            answer: `prompt_format="original"` only: the answer (one per prompt), appended the way the original
+                trains on it; `labels` are then returned too (-100 on the prompt and padding).
 
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` and the feature extractor's `time_series` and
-            `time_series_mask` (absent when no sample has a series).
+            `time_series_mask` (absent when no sample has a series), and `labels` when `answer` is given.
         """
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}.")
@@ -194,6 +226,16 @@ class OpenTSLMProcessor(ProcessorMixin):
         texts = [text] if single else list(text)
         if not texts:
             raise ValueError("text is empty; give at least one prompt.")
+        answers = None
+        if answer is not None:
+            if self.prompt_format != "original":
+                raise ValueError(
+                    "answer is taken only with prompt_format='original'; for native training the data collator "
+                    "builds the labels (recipes/collator.py)."
+                )
+            answers = [answer] if isinstance(answer, str) else list(answer)
+            if len(answers) != len(texts):
+                raise ValueError(f"Got {len(answers)} answers for {len(texts)} prompts; give one per prompt.")
         series_batch = self._batch_series(time_series, len(texts), single)
         texts_batch = self._batch_series_text(time_series_text, series_batch, single)
         features = self.feature_extractor(series_batch, return_statistics=True, return_tensors="np")
@@ -202,9 +244,9 @@ class OpenTSLMProcessor(ProcessorMixin):
 
         if add_special_tokens is None:
             add_special_tokens = not self.use_chat_template
-        input_ids = []
+        input_ids, labels, token_masks = [], [], []
         for index, (prompt, sample_texts) in enumerate(zip(texts, texts_batch)):
-            row, expansions = 0, []
+            row, expansions, intros = 0, [], []
             for k, template in enumerate(sample_texts):
                 num_channels = int(statistics["time_series_num_channels"][index, k])
                 templates = self._channel_templates(template, num_channels, where=f"sample {index}, series {k}")
@@ -217,10 +259,18 @@ class OpenTSLMProcessor(ProcessorMixin):
                         channel=channel,
                     )
                     pieces.append(intro + self.ts_token * self.num_placeholders(length))
+                    intros.append((intro, self.num_placeholders(length)))
                     row += 1
                 expansions.append("\n".join(pieces))
-            expanded = self._insert_series(prompt, expansions, index)
-            ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+            if self.prompt_format == "original":
+                ids, sample_labels, token_mask = self._original_ids(
+                    prompt, intros, len(sample_texts), index, answers, add_special_tokens
+                )
+                labels.append(sample_labels)
+            else:
+                expanded = self._insert_series(prompt, expansions, index)
+                ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+                token_mask = [1] * len(ids)
             expected = 0 if mask is None else sum(self.num_placeholders(int(m.sum())) for m in mask[index] if m.any())
             found = ids.count(self.ts_token_id)
             if found != expected:
@@ -234,21 +284,31 @@ class OpenTSLMProcessor(ProcessorMixin):
                     "shorten the prompt or series. Nothing is truncated silently."
                 )
             input_ids.append(ids)
+            token_masks.append(token_mask)
 
         if padding:
             data = self.pad_text(input_ids, padding_side=padding_side)
+            data["attention_mask"] = self.pad_text(token_masks, padding_side=padding_side, pad_id=0)["input_ids"]
+            if answers is not None:
+                data["labels"] = self.pad_text(labels, padding_side=padding_side, pad_id=-100)["input_ids"]
         else:
-            data = {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids]}
+            data = {"input_ids": input_ids, "attention_mask": token_masks}
+            if answers is not None:
+                data["labels"] = labels
         data.update(features)
         if return_tensors is None:
             data = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in data.items()}
             return BatchFeature(data)
         return BatchFeature(data, tensor_type=return_tensors)
 
-    def pad_text(self, input_ids: list[list[int]], padding_side: str = "left") -> dict[str, np.ndarray]:
-        """Pad token id lists with the pad token to the longest; returns `input_ids` and `attention_mask`."""
+    def pad_text(
+        self, input_ids: list[list[int]], padding_side: str = "left", pad_id: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Pad token id lists with `pad_id` (default: the pad token) to the longest; returns `input_ids` and
+        `attention_mask`."""
         longest = max(len(ids) for ids in input_ids)
-        ids_out = np.full((len(input_ids), longest), self.tokenizer.pad_token_id, dtype=np.int64)
+        pad_id = self.tokenizer.pad_token_id if pad_id is None else pad_id
+        ids_out = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
         mask_out = np.zeros((len(input_ids), longest), dtype=np.int64)
         for row, ids in enumerate(input_ids):
             span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
@@ -294,6 +354,75 @@ class OpenTSLMProcessor(ProcessorMixin):
         if len(templates) != num_channels:
             raise ValueError(f"{where}: {len(templates)} texts for {num_channels} channels; give one per channel.")
         return templates
+
+    def _original_ids(
+        self,
+        prompt: str,
+        intros: list[tuple[str, int]],
+        num_series: int,
+        index: int,
+        answers: list[str] | None,
+        add_special_tokens: bool,
+    ) -> tuple[list[int], list[int] | None, list[int]]:
+        """The original OpenTSLM sequence of one sample (see `prompt_format`): token ids, labels (with an answer) and
+        the attention mask (0 where the original keeps a pad token, see `original_padding_side`).
+
+        `intros` holds, per channel, its stated text and its number of placeholders."""
+        pieces = prompt.split(self.ts_token)
+        if len(pieces) - 1 != num_series or any(piece.strip() for piece in pieces[1:-1]):
+            raise ValueError(
+                f"Sample {index}: the original prompt format needs the text as pre_prompt, one {self.ts_token!r} "
+                f"marker per series ({num_series}) with nothing between them, then post_prompt; got "
+                f"{len(pieces) - 1} markers. Build it with processor.format_prompt(pre_prompt, post_prompt, "
+                "num_series)."
+            )
+        pre, post = pieces[0], pieces[-1]
+        answer = None if answers is None else answers[index]
+
+        def tokenize(piece: str, special: bool = add_special_tokens) -> list[int]:
+            return self.tokenizer(piece, add_special_tokens=special)["input_ids"]
+
+        if self.placeholders == "per_patch":  # SP: every piece on its own, each with its BOS
+            pieces = self._original_pieces([tokenize(text) for text in (pre, *(intro for intro, _ in intros), post)])
+            ids, token_mask = list(pieces[0][0]), list(pieces[0][1])
+            for (piece, piece_mask), (_, count) in zip(pieces[1:-1], intros):
+                ids += piece + [self.ts_token_id] * count
+                token_mask += piece_mask + [1] * count
+            ids += pieces[-1][0]
+            token_mask += pieces[-1][1]
+            if answer is None:
+                return ids, None, token_mask
+            answer_ids = tokenize(answer)  # with its own BOS, which is a target too
+            return ids + answer_ids, [-100] * len(ids) + answer_ids, token_mask + [1] * len(answer_ids)
+        # Flamingo: one string, one BOS; the answer follows after a space.
+        text = pre + "".join(f" {self.ts_token} {intro} {ORIGINAL_CHUNK_END}" for intro, _ in intros)
+        if post:
+            text += f" {post}"
+        ids = tokenize(text if answer is None else f"{text} {answer}")
+        if answer is None:
+            return ids, None, [1] * len(ids)
+        # As the original: labels from the length of the prompt tokenised without special tokens, so the prompt's
+        # last token is a target too.
+        start = len(tokenize(text, special=False))
+        return ids, [-100] * start + ids[start:], [1] * len(ids)
+
+    def _original_pieces(self, pieces: list[list[int]]) -> list[tuple[list[int], list[int]]]:
+        """Each piece, with its attention mask, as the original SP takes it from the padded batch of a sample's
+        pieces: its first `len(piece)` positions (the piece itself with right padding; with left padding, masked pad
+        tokens and the piece's start)."""
+        if self.original_padding_side == "right":
+            return [(piece, [1] * len(piece)) for piece in pieces]
+        longest = max(len(piece) for piece in pieces)
+        kept = []
+        for piece in pieces:
+            pads = min(longest - len(piece), len(piece))
+            kept.append(
+                (
+                    [self.tokenizer.pad_token_id] * pads + piece[: len(piece) - pads],
+                    [0] * pads + [1] * (len(piece) - pads),
+                )
+            )
+        return kept
 
     def _insert_series(self, prompt: str, expansions: list[str], index: int) -> str:
         num_markers = prompt.count(self.ts_token)

@@ -15,20 +15,41 @@ from tiny import POST, PRE
 BLOCKED = ("modeling_opentslm", "opentslm_hub", "hub_datasets", "recipes", "maxent_ts")
 
 
+BLOCK_THE_PACKAGE = f"""
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError("blocked: " + name)
+
+sys.meta_path.insert(0, Block())
+sys.path = [p for p in sys.path if p not in ("", {str(os.getcwd())!r})]
+"""
+
+
+def run_python_without_the_package(code: str, cwd: str | Path, args: tuple[str, ...] = ()) -> dict:
+    """Run `code` (after `BLOCK_THE_PACKAGE`) offline in a fresh process; it prints one JSON line last, returned."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_THE_PACKAGE + code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_without_the_package(folder: str | Path, cwd: str | Path, new_tokens: int = 4) -> dict:
     """Returns the last-position logits, greedy tokens, model class, architecture and processor placeholders."""
     script = textwrap.dedent(
         f"""
-        import importlib.abc, json, sys
+        import json
         import numpy as np, torch
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {BLOCKED!r}:
-                    raise ImportError("blocked: " + name)
-
-        sys.meta_path.insert(0, Block())
-        sys.path = [p for p in sys.path if p not in ("", {str(os.getcwd())!r})]
         from transformers import AutoModelForCausalLM, AutoProcessor
 
         folder = {str(folder)!r}
@@ -56,10 +77,4 @@ def run_without_the_package(folder: str | Path, cwd: str | Path, new_tokens: int
         }}))
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_python_without_the_package(script, cwd)
