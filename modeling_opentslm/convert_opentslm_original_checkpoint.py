@@ -344,6 +344,8 @@ def convert_sp(
         lora=sp_lora_settings(checkpoint),
         architecture="sp",
         original_checkpoint={**metadata, "added_tokens": vocab - original_vocab},
+        base_model_name_or_path=metadata["base_model"],
+        base_vocab_size=original_vocab,  # the LLM is untouched (LoRA aside): savable as own weights only
     )
     state.update(base_state(llm))
     processor.feature_extractor.max_series_length = config.encoder_config.max_series_length
@@ -502,6 +504,7 @@ def convert_flamingo(
         architecture="flamingo",
         media_attention="original",
         original_checkpoint=metadata,
+        base_model_name_or_path=metadata["base_model"],  # no base_vocab_size: its whole embedding matrix was trained
         **flamingo_settings(inner, every),
     )
     processor.feature_extractor.max_series_length = config.encoder_config.max_series_length
@@ -600,9 +603,9 @@ def convert(
         with tempfile.TemporaryDirectory() as staging:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
-            from opentslm_hub.publish import merge_lora_into
+            from opentslm_hub.publish import save_as
 
-            merge_lora_into(Path(staging), output_dir)
+            save_as(Path(staging), output_dir, merge_lora=True)
     else:
         model.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
