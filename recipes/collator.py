@@ -101,12 +101,13 @@ def encode_with_answers(
     boundaries from the positions and keeps attention within each sample (SDPA, eager and flash attention alike).
     Every sample's first label is -100, so no sample learns to predict the next one's first token. The series keep
     their `(batch, max_series, length)` layout either way: their patches fill the placeholders in text order, which
-    packing does not change.
+    packing does not change. Samples that all have the same length need no padding and keep one row each: packing
+    them would only make attention scan the whole packed row (what a varlen kernel avoids, SDPA and eager do not).
     """
     prompts, input_ids, labels = answer_sequences(
         processor, text, answers, time_series, time_series_text, max_length=max_length
     )
-    if padding_free:
+    if padding_free and len({len(ids) for ids in input_ids}) > 1:
         for target in labels:
             target[0] = IGNORE_INDEX
         data = {

@@ -39,6 +39,12 @@ def test_packed_layout(processor):
     torch.testing.assert_close(packed["time_series"], padded["time_series"])
 
 
+def test_equal_lengths_keep_their_rows(processor):
+    text = prompts(processor, [[[1.0] * 8]])[0]
+    inputs = encode_with_answers(processor, [text] * 2, ["ab", "ba"], [[[1.0] * 8], [[2.0] * 8]], padding_free=True)
+    assert inputs["input_ids"].shape[0] == 2 and inputs["attention_mask"].all() and "position_ids" not in inputs
+
+
 def gradients(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 

@@ -84,19 +84,23 @@ def test_padding_free_is_refused_where_it_does_not_apply(tmp_path):
         validate_arguments(*parse([*base, "--packing", "true"]))
 
 
-def first_losses(out: Path) -> list[float]:
+def logged_losses(out: Path) -> list[float]:
     state = json.loads((out / "trainer_state.json").read_text())
-    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    return [
+        entry.get("loss", entry.get("eval_loss"))
+        for entry in state["log_history"]
+        if {"loss", "eval_loss"} & set(entry)
+    ]
 
 
-def test_padding_free_recipe_trains_like_the_padded_one(tmp_path, assets):  # noqa: F811
+def test_padding_free_recipe_trains_and_evaluates_like_the_padded_one(tmp_path, assets):  # noqa: F811
     losses = {}
     for padding_free in (False, True):
         folder = tmp_path / f"padding_free_{padding_free}"
-        run = dict(SHORT_RUN, max_steps=2, save_strategy="steps", save_steps=2)
+        run = dict(SHORT_RUN, max_steps=2, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2)
         config = write_config(folder, assets, padding_free=padding_free, dtype="auto", **run)
         result = run_script([sys.executable, "recipes/stage2.py", "--config", str(config)])
         assert "dtype auto: " in result.stderr
-        losses[padding_free] = first_losses(folder / "out" / "checkpoint-2")
-    assert len(losses[True]) == 2
+        losses[padding_free] = logged_losses(folder / "out" / "checkpoint-2")
+    assert len(losses[True]) == 3  # two training steps and one evaluation
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-4)
