@@ -218,7 +218,8 @@ class OpenTSLMTrainer(SFTTrainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not return_outputs:  # a training step needs the loss only: no logits outside the labelled positions
+        if not return_outputs and self.label_smoother is None and "labels" in inputs:
+            # A training step needs the loss only: no logits outside the labelled positions.
             inputs = {**inputs, "skip_logits": True}
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
