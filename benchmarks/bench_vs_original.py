@@ -384,8 +384,8 @@ def summarise(entries: list[dict]) -> list[dict]:
 
 
 def format_table(table: list[dict]) -> str:
-    def cell(value, fmt):
-        return format(value, fmt) if value is not None else "missing"
+    def cell(value, fmt, unit=""):
+        return format(value, fmt) + unit if value is not None else "missing"
 
     lines = [
         "| rows | dtype | original samples/s | ours samples/s | ours speed | original peak MB | ours peak MB | "
@@ -395,10 +395,10 @@ def format_table(table: list[dict]) -> str:
     for line in table:
         lines.append(
             f"| {line['row']} | {line['dtype']} | {cell(line.get('original_samples_per_s'), '.3f')} | "
-            f"{cell(line.get('ours_samples_per_s'), '.3f')} | {cell(line['speed_ratio'], '.2f')}x | "
+            f"{cell(line.get('ours_samples_per_s'), '.3f')} | {cell(line['speed_ratio'], '.2f', 'x')} | "
             f"{cell(line.get('original_peak_mb'), '.0f')} | {cell(line.get('ours_peak_mb'), '.0f')} | "
-            f"{cell(line['peak_ratio'], '.2f')}x | {cell(line.get('ours_padded_samples_per_s'), '.3f')} | "
-            f"{cell(line.get('ours_decode_vs_bare'), '.2f')}x |"
+            f"{cell(line['peak_ratio'], '.2f', 'x')} | {cell(line.get('ours_padded_samples_per_s'), '.3f')} | "
+            f"{cell(line.get('ours_decode_vs_bare'), '.2f', 'x')} |"
         )
     return "\n".join(lines)
 
