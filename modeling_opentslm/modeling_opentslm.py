@@ -442,14 +442,7 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
 
-    def encode_time_series(
-        self, time_series: torch.Tensor, time_series_mask: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """Run the encoder on every present series of the batch.
-
-        Returns the patch embeddings `(num_present, patches, encoder_hidden)` (None when no sample has a series),
-        their patch mask `(num_present, patches)` and which `(batch, max_series)` rows are present.
-        """
+    def _check_time_series(self, time_series: torch.Tensor, time_series_mask: torch.Tensor) -> None:
         if time_series.ndim != 3 or time_series_mask.shape != time_series.shape:
             raise ValueError(
                 "time_series must have shape (batch, max_series, length) with a time_series_mask of the same shape; "
@@ -462,6 +455,17 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
                 f"time_series length {time_series.shape[-1]} is not a multiple of the patch size {patch_size}; "
                 "pad it (the processor does) and mark the padding in time_series_mask."
             )
+
+    def encode_time_series(
+        self, time_series: torch.Tensor, time_series_mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Run the encoder on every present series of the batch.
+
+        Returns the patch embeddings `(num_present, patches, encoder_hidden)` (None when no sample has a series),
+        their patch mask `(num_present, patches)` and which `(batch, max_series)` rows are present.
+        """
+        self._check_time_series(time_series, time_series_mask)
+        patch_size = self.config.encoder_config.patch_size
         mask = time_series_mask.bool()
         present = mask.any(dim=-1)
         patch_mask = mask[present].unflatten(-1, (-1, patch_size)).any(dim=-1)
@@ -480,10 +484,30 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             `(num_valid_patches, text_hidden_size)`: the projected embeddings of every patch that holds data, ordered
             sample by sample, series by series, patch by patch — the order of the placeholder tokens in the text.
         """
-        encoded, patch_mask, _ = self.encode_time_series(time_series, time_series_mask)
-        if encoded is None:
+        patch_size = self.config.encoder_config.patch_size
+        self._check_time_series(time_series, time_series_mask)
+        mask = time_series_mask.bool()
+        present = mask.any(dim=-1)
+        if not present.any():
             return time_series.new_zeros(0, self.config.text_config.hidden_size)
-        return self.projector(encoded)[patch_mask]
+        series = time_series[present]
+        patch_mask = mask[present].unflatten(-1, (-1, patch_size)).any(dim=-1)
+        # Each series is encoded up to its last real patch only: series of one extent share an encoder call, so
+        # a short series next to a long one costs its own length, not the longest one's.
+        extent = patch_mask.shape[-1] - patch_mask.flip(-1).int().argmax(dim=-1)
+        extents = extent.unique().tolist()
+        if len(extents) == 1:
+            width = extents[0]
+            encoded = self.time_series_encoder(series[:, : width * patch_size], patch_mask[:, :width])
+            return self.projector(encoded)[patch_mask[:, :width]]
+        pieces: list[torch.Tensor | None] = [None] * series.shape[0]
+        for width in extents:
+            rows = (extent == width).nonzero().flatten()
+            rows_mask = patch_mask[rows, :width]
+            projected = self.projector(self.time_series_encoder(series[rows, : width * patch_size], rows_mask))
+            for position, row in enumerate(rows.tolist()):
+                pieces[row] = projected[position][rows_mask[position]]
+        return torch.cat(pieces)
 
     def get_time_series_latents(
         self, time_series: torch.Tensor, time_series_mask: torch.Tensor
@@ -608,6 +632,22 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
 
         features = None
         media = None
+        packed = (
+            attention_mask is None
+            and position_ids is not None
+            and past_key_values is None
+            and bool((position_ids[..., 1:] - position_ids[..., :-1] != 1).any())
+        )
+        if packed:
+            # Several samples in one row (positions restart at each): transformers keeps attention within each
+            # sample only when it builds the mask without a cache, and a cache of a packed row is of no use anyway.
+            if self.is_flamingo:
+                raise ValueError(
+                    "Packed (padding-free) batches are supported by the SP variant only: Flamingo's cross-attention "
+                    "reads the series of one sample per row. Use padded batches "
+                    "(OpenTSLMDataCollator(padding_free=False))."
+                )
+            use_cache = False
         if self.is_flamingo:
             if input_ids is None:
                 raise ValueError("The Flamingo variant needs input_ids (its markers say which series the text sees).")
@@ -717,6 +757,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool = False,
         **kwargs,
     ) -> OpenTSLMCausalLMOutputWithPast:
         r"""
@@ -726,7 +767,13 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             1 where `time_series` holds data.
         labels (`torch.LongTensor` of shape `(batch, sequence_length)`, *optional*):
             Token ids to predict, -100 where no loss is taken (prompt, series, padding).
+        skip_logits (`bool`, *optional*, defaults to `False`):
+            With `labels`: run the LM head only on the positions that predict a label and return the loss without
+            `logits`. The loss is the same; training saves the full-vocabulary logits of every prompt and series
+            position (the recipes' trainer sets it).
         """
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True needs labels: without them there is nothing to compute.")
         if (cache := kwargs.pop("cache", None)) is not None:  # the KV cache's name from transformers 5.24 on
             past_key_values = cache
         outputs = self.model(
@@ -742,19 +789,31 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        if skip_logits:
+            # Position t predicts labels[t + 1]; only those with a label go through the head.
+            shift_labels = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
+            labelled = shift_labels != -100
+            logits = self._mask_placeholder(self.lm_head(hidden_states[labelled]))
+            loss = self.loss_function(
+                logits=logits,
+                labels=None,
+                shift_labels=shift_labels[labelled],
+                vocab_size=self.config.text_config.vocab_size,
+                **kwargs,
+            )
+            return OpenTSLMCausalLMOutputWithPast(
+                loss=loss,
+                **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
+                hidden_states=outputs.hidden_states,
+                attentions=outputs.attentions,
+                time_series_hidden_states=outputs.time_series_hidden_states,
+                media_cache=outputs.media_cache,
+            )
         if isinstance(logits_to_keep, int):
             hidden_states = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
         else:
             hidden_states = hidden_states[:, logits_to_keep, :]
-        logits = self.lm_head(hidden_states)
-        # The placeholder marks where series go; it is never a word the model may say. A converted original
-        # OpenTSLM-Flamingo keeps the original's behaviour: its `<image>` token is an ordinary logit there.
-        if (
-            self.config.ts_token_id is not None
-            and self.config.ts_token_id < logits.shape[-1]
-            and self.config.media_attention != "original"
-        ):
-            logits[..., self.config.ts_token_id] = torch.finfo(logits.dtype).min
+        logits = self._mask_placeholder(self.lm_head(hidden_states))
 
         loss = None
         if labels is not None:
@@ -771,6 +830,17 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             time_series_hidden_states=outputs.time_series_hidden_states,
             media_cache=outputs.media_cache,
         )
+
+    def _mask_placeholder(self, logits: torch.Tensor) -> torch.Tensor:
+        """The placeholder marks where series go; it is never a word the model may say. A converted original
+        OpenTSLM-Flamingo keeps the original's behaviour: its `<image>` token is an ordinary logit there."""
+        if (
+            self.config.ts_token_id is not None
+            and self.config.ts_token_id < logits.shape[-1]
+            and self.config.media_attention != "original"
+        ):
+            logits[..., self.config.ts_token_id] = torch.finfo(logits.dtype).min
+        return logits
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         series_inputs = {name: kwargs.pop(name, None) for name in TIME_SERIES_INPUTS}

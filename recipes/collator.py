@@ -41,17 +41,17 @@ def encode_prompts(processor: OpenTSLMProcessor, records: Sequence[Mapping[str, 
     )
 
 
-def encode_with_answers(
+def answer_sequences(
     processor: OpenTSLMProcessor,
     text: Sequence[str],
     answers: Sequence[str],
     time_series: Sequence[Sequence[Any]] | None = None,
     time_series_text: Sequence[Any] | None = None,
     *,
-    padding_side: str = "left",
     max_length: int | None = None,
-) -> BatchFeature:
-    """Prompts followed by their answers and EOS, with `labels` (-100 everywhere except on the answer and its EOS).
+) -> tuple[BatchFeature, list[list[int]], list[list[int]]]:
+    """Each prompt followed by its answer and EOS, unpadded: the processor's output for the prompts (with the
+    series), the token ids of every sample and its labels (-100 except on the answer and its EOS).
 
     The answer is tokenised on its own, without special tokens, so the prompt's tokens are exactly those the model
     sees at generation time.
@@ -78,13 +78,50 @@ def encode_with_answers(
             )
         input_ids.append(ids + answer_ids)
         labels.append([IGNORE_INDEX] * len(ids) + answer_ids)
+    return prompts, input_ids, labels
 
-    data = processor.pad_text(input_ids, padding_side=padding_side)
-    longest = data["input_ids"].shape[1]
-    data["labels"] = np.full((len(labels), longest), IGNORE_INDEX, dtype=np.int64)
-    for row, target in enumerate(labels):
-        span = slice(longest - len(target), longest) if padding_side == "left" else slice(0, len(target))
-        data["labels"][row, span] = target
+
+def encode_with_answers(
+    processor: OpenTSLMProcessor,
+    text: Sequence[str],
+    answers: Sequence[str],
+    time_series: Sequence[Sequence[Any]] | None = None,
+    time_series_text: Sequence[Any] | None = None,
+    *,
+    padding_side: str = "left",
+    max_length: int | None = None,
+    padding_free: bool = False,
+) -> BatchFeature:
+    """Prompts followed by their answers and EOS, with `labels` (-100 everywhere except on the answer and its EOS);
+    see `answer_sequences`.
+
+    By default the samples are padded to the longest (`padding_side`). With `padding_free=True` they are packed one
+    after the other in a single row, without padding: `input_ids` and `labels` are `(1, total_tokens)` and
+    `position_ids` restart at 0 with every sample; there is no `attention_mask`, so transformers reads the sample
+    boundaries from the positions and keeps attention within each sample (SDPA, eager and flash attention alike).
+    Every sample's first label is -100, so no sample learns to predict the next one's first token. The series keep
+    their `(batch, max_series, length)` layout either way: their patches fill the placeholders in text order, which
+    packing does not change. Samples that all have the same length need no padding and keep one row each: packing
+    them would only make attention scan the whole packed row (what a varlen kernel avoids, SDPA and eager do not).
+    """
+    prompts, input_ids, labels = answer_sequences(
+        processor, text, answers, time_series, time_series_text, max_length=max_length
+    )
+    if padding_free and len({len(ids) for ids in input_ids}) > 1:
+        for target in labels:
+            target[0] = IGNORE_INDEX
+        data = {
+            "input_ids": np.asarray([[token for ids in input_ids for token in ids]], dtype=np.int64),
+            "labels": np.asarray([[token for target in labels for token in target]], dtype=np.int64),
+            "position_ids": np.asarray([[i for ids in input_ids for i in range(len(ids))]], dtype=np.int64),
+        }
+    else:
+        data = processor.pad_text(input_ids, padding_side=padding_side)
+        longest = data["input_ids"].shape[1]
+        data["labels"] = np.full((len(labels), longest), IGNORE_INDEX, dtype=np.int64)
+        for row, target in enumerate(labels):
+            span = slice(longest - len(target), longest) if padding_side == "left" else slice(0, len(target))
+            data["labels"][row, span] = target
     for name in ("time_series", "time_series_mask"):
         if name in prompts:
             data[name] = np.asarray(prompts[name], dtype=np.float32 if name == "time_series" else np.int64)
@@ -92,12 +129,25 @@ def encode_with_answers(
 
 
 class OpenTSLMDataCollator:
-    """Turn a list of records into a training batch: prompt, series, answer, and labels on the answer only."""
+    """Turn a list of records into a training batch: prompt, series, answer, and labels on the answer only.
 
-    def __init__(self, processor: OpenTSLMProcessor, *, padding_side: str = "left", max_length: int | None = None):
+    With `padding_free=True` the batch is packed into one row without padding (see `encode_with_answers`): the same loss
+    and gradients as the padded batch, without computing padding. SP models only (Flamingo's cross-attention needs
+    one sample per row).
+    """
+
+    def __init__(
+        self,
+        processor: OpenTSLMProcessor,
+        *,
+        padding_side: str = "left",
+        max_length: int | None = None,
+        padding_free: bool = False,
+    ):
         self.processor = processor
         self.padding_side = padding_side
         self.max_length = max_length
+        self.padding_free = padding_free
 
     def __call__(self, records: list[dict[str, Any]]) -> BatchFeature:
         prepared = [record_inputs(record, self.processor) for record in records]
@@ -105,13 +155,13 @@ class OpenTSLMDataCollator:
         if missing:
             ids = [records[index].get("id") for index in missing]
             raise ValueError(f"Records {ids} (positions {missing}) have no answer; training needs one per record.")
-        batch = encode_with_answers(
+        arguments = (
             self.processor,
             [p["text"] for p in prepared],
             [p["answer"] for p in prepared],
             [p["time_series"] for p in prepared],
             [p["time_series_text"] for p in prepared],
-            padding_side=self.padding_side,
-            max_length=self.max_length,
         )
-        return batch
+        return encode_with_answers(
+            *arguments, padding_side=self.padding_side, max_length=self.max_length, padding_free=self.padding_free
+        )

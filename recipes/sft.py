@@ -219,6 +219,9 @@ class OpenTSLMTrainer(SFTTrainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not return_outputs and self.label_smoother is None and "labels" in inputs:
+            # A training step needs the loss only: no logits outside the labelled positions.
+            inputs = {**inputs, "skip_logits": True}
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
 
@@ -246,6 +249,80 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
             else:
                 logger.warning("Skipping %s: it was not completely written (no trainer_state.json).", path)
     return str(max(checkpoints)[1]) if checkpoints else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dtype
+# ---------------------------------------------------------------------------------------------------------------------
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux; `flags` on x86, `Features` on Arm), None where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def bf16_matmul_is_fast(size: int = 256, repeats: int = 5) -> tuple[bool, float]:
+    """Time a `size`² matmul in bf16 and fp32 on the CPU; bf16 counts as fast when it takes at most 1.2× fp32's time
+    (CPUs that emulate bf16 take several times longer). Returns the verdict and the bf16/fp32 time ratio."""
+    import time
+
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        timings[dtype] = time.perf_counter() - start
+    ratio = timings[torch.bfloat16] / timings[torch.float32]
+    return ratio <= 1.2, ratio
+
+
+def auto_dtype(device: torch.device | str) -> tuple[torch.dtype, str]:
+    """The LLM dtype for `dtype: auto`: bf16 where `device` computes it natively, fp32 otherwise, and why.
+
+    CUDA: bf16 when the GPU supports it. CPU: bf16 with avx512_bf16 or AMX, fp32 on x86 CPUs without them (bf16 is
+    emulated there, many times slower); elsewhere (Arm, or no readable flags) a short matmul timing decides. The
+    encoder, projector and LoRA adapters stay fp32 whatever this returns.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, f"{torch.cuda.get_device_name(device)} supports bf16"
+        return torch.float32, f"{torch.cuda.get_device_name(device)} has no bf16 support"
+    if device.type != "cpu":
+        return torch.float32, f"{device.type}: fp32 (bf16 is chosen automatically on CUDA and CPUs only)"
+    flags = cpu_flags()
+    native = sorted(flags & set(CPU_BF16_FLAGS)) if flags is not None else []
+    if native:
+        return torch.bfloat16, f"the CPU computes bf16 natively ({', '.join(native)})"
+    if flags is not None and {"avx2", "sse4_2"} & flags:
+        return torch.float32, f"the CPU has no native bf16 ({' or '.join(CPU_BF16_FLAGS)} missing)"
+    fast, ratio = bf16_matmul_is_fast()
+    if fast:
+        return torch.bfloat16, f"CPU flags inconclusive; a bf16 matmul took {ratio:.2f}x the fp32 time"
+    return torch.float32, f"CPU flags inconclusive; a bf16 matmul took {ratio:.2f}x the fp32 time (emulated)"
+
+
+def resolve_dtype(requested: str | None, device: torch.device | str) -> torch.dtype | None:
+    """`ModelConfig.dtype` as a torch dtype: `auto` picks by capability (`auto_dtype`) and logs why; None keeps the
+    checkpoint's own loading default."""
+    if requested is None:
+        return None
+    if requested == "auto":
+        dtype, reason = auto_dtype(device)
+        logger.info("dtype auto: %s, since %s", str(dtype).removeprefix("torch."), reason)
+        return dtype
+    return getattr(torch, requested)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -286,10 +363,20 @@ def validate_arguments(
         raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
     if training_args.remove_unused_columns:
         raise ValueError("remove_unused_columns must be false: the collator needs the whole record.")
+    if training_args.padding_free and script_args.architecture == "flamingo":
+        raise ValueError(
+            "padding_free works with architecture 'sp' only: Flamingo's cross-attention reads the series of one "
+            "sample per row. Set padding_free: false."
+        )
+    if training_args.padding_free and training_args.packing:
+        raise ValueError(
+            "packing (TRL's packing of tokenised text) does not apply to OpenTSLM records; padding_free packs each "
+            "batch without padding. Set packing: false."
+        )
 
 
-def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig):
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig, device: torch.device | str = "cpu"):
+    dtype = resolve_dtype(model_args.dtype, device)
     if script_args.init_from is not None:
         processor = OpenTSLMProcessor.from_pretrained(script_args.init_from)
         if processor.use_chat_template != script_args.use_chat_template:
@@ -366,7 +453,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
     eval_dataset = select_split(
         records, script_args.dataset_eval_split, script_args.max_eval_samples, script_args.dataset_name
     )
-    model, processor = build_model(script_args, model_args)
+    model, processor = build_model(script_args, model_args, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         "%s (%s): %d train / %d eval records, %.2fM trainable parameters, LoRA %s",
@@ -391,10 +478,14 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
                 early_stopping_threshold=script_args.early_stopping_threshold,
             )
         )
+    # padding_free: the collator packs each batch into one row (TRL's own padding-free path takes no custom
+    # collator, so it stays off).
+    data_collator = OpenTSLMDataCollator(processor, padding_free=training_args.padding_free)
+    training_args.padding_free = False
     trainer = OpenTSLMTrainer(
         model=model,
         args=training_args,
-        data_collator=OpenTSLMDataCollator(processor),
+        data_collator=data_collator,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,

@@ -203,7 +203,8 @@ def test_batched_generation_equals_one_by_one(family, processor):
 def test_series_are_encoded_at_prefill_only(processor):
     model = make_model("llama", processor)
     calls = []
-    model.model.time_series_encoder.register_forward_hook(lambda *args: calls.append(1))
+    encode = model.model.get_time_series_features  # one call encodes the batch (one encoder run per series length)
+    model.model.get_time_series_features = lambda *args: (calls.append(1), encode(*args))[1]
     batch = series_batch()
     inputs = processor(text=prompts(processor, batch), time_series=batch)
     model.generate(**inputs, max_new_tokens=10, min_new_tokens=10, do_sample=False)

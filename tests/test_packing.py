@@ -1,0 +1,104 @@
+"""Padding-free (packed) training batches: the same loss and gradients as padded batches, without the padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import prompts, series_batch, tiny_opentslm, tiny_processor
+
+from recipes.collator import IGNORE_INDEX, encode_with_answers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ANSWERS = ["It rises.", "A flat line with noise", "(b) falls sharply after a peak"]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_processor()
+
+
+def batches(processor):
+    batch = series_batch()
+    args = (processor, prompts(processor, batch), ANSWERS, batch)
+    return encode_with_answers(*args), encode_with_answers(*args, padding_free=True)
+
+
+def test_packed_layout(processor):
+    padded, packed = batches(processor)
+    assert set(packed) == {"input_ids", "labels", "position_ids", "time_series", "time_series_mask"}
+    assert packed["input_ids"].shape[0] == 1
+    real = padded["attention_mask"].bool()
+    assert packed["input_ids"].shape[1] == int(real.sum())  # no padding at all
+    assert packed["input_ids"][0].tolist() == padded["input_ids"][real].tolist()
+    assert packed["labels"][0].tolist() == padded["labels"][real].tolist()
+    lengths = real.sum(-1).tolist()
+    assert packed["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+    starts = torch.tensor([0, *lengths]).cumsum(0)[:-1]
+    assert (packed["labels"][0, starts] == IGNORE_INDEX).all()
+    torch.testing.assert_close(packed["time_series"], padded["time_series"])
+
+
+def test_equal_lengths_keep_their_rows(processor):
+    text = prompts(processor, [[[1.0] * 8]])[0]
+    inputs = encode_with_answers(processor, [text] * 2, ["ab", "ba"], [[[1.0] * 8], [[2.0] * 8]], padding_free=True)
+    assert inputs["input_ids"].shape[0] == 2 and inputs["attention_mask"].all() and "position_ids" not in inputs
+
+
+def gradients(model):
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_packed_loss_and_gradients_equal_padded(processor, family):
+    padded, packed = batches(processor)
+    model = tiny_opentslm(processor, family=family).float()
+    results = []
+    for inputs, skip_logits in ((padded, False), (packed, False), (packed, True), (padded, True)):
+        model.zero_grad(set_to_none=True)
+        loss = model(**inputs, skip_logits=skip_logits).loss
+        loss.backward()
+        results.append((loss.detach(), gradients(model)))
+    reference_loss, reference_grads = results[0]
+    assert len(reference_grads) > 10
+    for loss, grads in results[1:]:
+        torch.testing.assert_close(loss, reference_loss, atol=1e-5, rtol=1e-5)
+        assert grads.keys() == reference_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_packed_attention_stays_within_each_sample(processor):
+    """Each sample's logits in the packed row equal its logits alone."""
+    _, packed = batches(processor)
+    model = tiny_opentslm(processor)
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits[0]
+        start = 0
+        for text, sample, answer in zip(prompts(processor, series_batch()), series_batch(), ANSWERS):
+            alone = encode_with_answers(processor, [text], [answer], [sample], padding_free=True)
+            single = model(
+                input_ids=alone["input_ids"],
+                time_series=alone["time_series"],
+                time_series_mask=alone["time_series_mask"],
+            ).logits[0]
+            torch.testing.assert_close(logits[start : start + single.shape[0]], single, atol=1e-5, rtol=1e-4)
+            start += single.shape[0]
+    assert start == logits.shape[0]
+
+
+def test_skip_logits_returns_the_loss_only(processor):
+    padded, _ = batches(processor)
+    model = tiny_opentslm(processor)
+    out = model(**padded, skip_logits=True)
+    assert out.logits is None and out.loss is not None
+    with pytest.raises(ValueError, match="skip_logits=True needs labels"):
+        model(input_ids=padded["input_ids"], skip_logits=True)
+
+
+def test_flamingo_rejects_packed_batches():
+    processor = tiny_processor(placeholders="per_series")
+    _, packed = batches(processor)
+    model = tiny_opentslm(processor, architecture="flamingo", cross_attention_every_n_layers=1)
+    with pytest.raises(ValueError, match="SP variant only"):
+        model(**packed)
