@@ -14,7 +14,7 @@ FLOPs use the LLMTime study's accounting (training 6·N·T, inference 2·N·T ov
 parameters the tokens pass through), next to its 1e17 budget. The page and JSON go to benchmarks/results/.
 
     OMP_NUM_THREADS=1 python benchmarks/baselines.py --budget smallest   # a few minutes: the CI check
-    OMP_NUM_THREADS=1 python benchmarks/baselines.py --budget small      # the committed table (~25 min on a shared 2-core CPU)
+    OMP_NUM_THREADS=1 python benchmarks/baselines.py --budget small      # the committed table (~27 min on a shared 2-core CPU)
     python benchmarks/baselines.py --budget large --device cuda          # every training series, more epochs
 """
 
