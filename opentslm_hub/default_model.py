@@ -203,7 +203,8 @@ def evaluate(output_dir: Path, quickstart: Path | None = None, folder: Path = MO
     output_dir.mkdir(parents=True, exist_ok=True)
     models: dict[str, dict[str, tuple[Path, str | None]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        fresh = untrained(Path(scratch) / "untrained")
+        done = all((output_dir / "untrained" / stage / "metrics.json").is_file() for stage in STAGE_SETS)
+        fresh = Path(scratch) / "untrained" if done else untrained(Path(scratch) / "untrained")
         models["untrained"] = {stage: (fresh, base) for stage in STAGE_SETS}
         if quickstart is not None:
             models["quickstart"] = {stage: (quickstart / stage / "best", None) for stage in STAGE_SETS}
