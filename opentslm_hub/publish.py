@@ -325,6 +325,17 @@ def assert_llm_is_base(model, base_model: str | None = None, atol: float = 0.0) 
         )
 
 
+def _add_model_code(upload: Path) -> None:
+    """A folder saved without the model code (e.g. the package's default model) gets this package's copy, so that
+    the repo loads with `trust_remote_code=True`."""
+    import modeling_opentslm
+
+    package = Path(modeling_opentslm.__file__).parent
+    for source in package.glob("*_opentslm.py"):
+        if not (upload / source.name).exists():
+            shutil.copy2(source, upload / source.name)
+
+
 def _link_or_copy(source: str, target: str) -> None:
     try:
         os.link(source, target)
@@ -370,6 +381,7 @@ def push_to_hub(
             save_as(folder, upload, merge_lora=merge_lora, llm_weights=llm_weights, base_model=base_model)
         else:  # hard links where possible: no copy of the weights
             shutil.copytree(folder, upload, ignore=shutil.ignore_patterns(*IGNORE_FILES), copy_function=_link_or_copy)
+        _add_model_code(upload)
         card = render_card(folder, repo_id, merged_lora=merge_lora, license=license, llm_weights=llm_weights)
         (upload / CARD_FILE).write_text(card)
         info = api.upload_folder(

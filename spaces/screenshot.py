@@ -1,6 +1,6 @@
 """Screenshot of the demo answering with the offline default model (the picture in the README).
 
-    python spaces/screenshot.py --output spaces/demo.png
+    PYTHONPATH=. python spaces/screenshot.py --output spaces/demo.png --record 20
 
 Serves app.py's page with the default model, uploads one held-out series of the captioning test split as a CSV,
 asks for a caption and waits for the streamed answer, then saves a screenshot. Needs the demo extra and Debian's

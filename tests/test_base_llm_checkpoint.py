@@ -143,13 +143,7 @@ def test_models_without_a_recorded_base_cannot_save_only_their_own_weights(tmp_p
 def test_publish_own_weights_and_whole_model_round_trip(tmp_path):
     """Push a whole-model folder as OpenTSLM's own weights and an own-weights folder as the whole model; a process
     that cannot import this project loads both from the fake Hub with the local model's logits."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    from fake_hub import FakeHub
-    from test_publish import LOADER, POST, PRE, ROOT, SERIES
+    from test_publish import POST, PRE, SERIES, publish_then_load
 
     model, processor, llm = build(tmp_path, "llama")
     whole, own = tmp_path / "whole", tmp_path / "own"
@@ -161,33 +155,15 @@ def test_publish_own_weights_and_whole_model_round_trip(tmp_path):
     with torch.no_grad():
         expected = model(**inputs).logits[0].numpy()
 
-    with FakeHub() as hub:
-        env = hub.env(os.environ)
-        env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
-        script = "import sys\nfrom opentslm_hub.publish import main\nfor args in sys.argv[1:]:\n"
-        script += "    assert main(args.split('\\t')) == 0\n"
-        pushes = [f"{whole}\tme/own\t--llm_weights\tbase", f"{own}\tme/whole\t--llm_weights\tincluded"]
-        result = subprocess.run(
-            [sys.executable, "-c", script, *pushes], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        env.pop("PYTHONPATH")
-        env["HF_HOME"] = str(tmp_path / "hf-loader")
-        specs = [{"repo": "me/own", "revision": None}, {"repo": "me/whole", "revision": None}]
-        loader = textwrap.dedent(LOADER).replace("PRE, POST", f"{PRE!r}, {POST!r}")
-        result = subprocess.run(
-            [sys.executable, "-c", loader, json.dumps([s.tolist() for s in SERIES]), json.dumps(specs)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        own_files, whole_files = hub.files("models", "me/own"), hub.files("models", "me/whole")
-
-    loaded = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    for repo in ("me/own", "me/whole"):
+    for code in own.glob("*.py"):  # as the package's default model is shipped: publishing adds the code
+        code.unlink()
+    pushes = [(whole, "me/own", ["--llm_weights", "base"]), (own, "me/whole", ["--llm_weights", "included"])]
+    pushes.append((own, "me/own-as-saved", []))
+    specs = [{"repo": repo, "revision": None} for repo in ("me/own", "me/whole", "me/own-as-saved")]
+    loaded, hub = publish_then_load(tmp_path, pushes, specs)
+    own_files, whole_files = hub.files("models", "me/own"), hub.files("models", "me/whole")
+    assert "modeling_opentslm.py" in hub.files("models", "me/own-as-saved")
+    for repo in ("me/own", "me/whole", "me/own-as-saved"):
         np.testing.assert_allclose(loaded[repo]["logits"], expected, rtol=0, atol=1e-6)
     assert json.loads(own_files["config.json"])["llm_weights"] == "base"
     assert json.loads(whole_files["config.json"])["llm_weights"] == "included"

@@ -1,5 +1,5 @@
 """The offline default model shipped with the package: only OpenTSLM's own weights (fp16, a few MB) next to a
-processor, loaded in one call on the offline SmolLM2, and it answers held-out questions about series."""
+processor, loaded in one call on the offline SmolLM2, and it captions held-out series in the trained style."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_the_shipped_folder_holds_only_own_weights():
     assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert config["architecture"] == "sp" and config["lora"] is not None
     weights = folder / "model.safetensors"
-    assert weights.stat().st_size < 12e6
+    assert weights.stat().st_size < 16e6  # encoder + projector + LoRA r16 in fp16; the whole model is ~270 MB
     with safe_open(weights, "pt") as tensors:
         names = list(tensors.keys())
         assert {tensors.get_tensor(name).dtype for name in names} == {torch.float16}
@@ -28,13 +28,14 @@ def test_the_shipped_folder_holds_only_own_weights():
         assert (folder / name).is_file(), name
 
 
-@pytest.mark.slow  # SmolLM2-135M answers 30 questions
-def test_the_default_model_answers_held_out_questions(smollm2_dir):
+@pytest.mark.slow  # SmolLM2-135M writes 8 captions
+def test_the_default_model_captions_held_out_series(smollm2_dir):
     from recipes.evaluation import evaluate_records
     from recipes.run_eval import load_split
 
     model, processor = default_model.load()
     assert model.config.llm_weights == "base" and next(model.parameters()).dtype == torch.float32
-    records = list(load_split("tsqa_synthetic", "test"))
-    metrics = evaluate_records(model, processor, records, batch_size=8, max_new_tokens=16, with_loss=False)
-    assert metrics["accuracy"] >= 0.6, metrics  # three options: chance is 1/3
+    records = list(load_split("captions_bundled", "test", max_samples=8))
+    metrics = evaluate_records(model, processor, records, batch_size=8, max_new_tokens=200, with_loss=False)
+    # An untrained model (random encoder and projector) scores ROUGE-L 0.19 and never states periodicity right.
+    assert metrics["rougeL"] >= 0.5 and metrics["periodicity_accuracy"] >= 0.6, metrics

@@ -77,6 +77,37 @@ def local_logits(model, processor) -> np.ndarray:
         return model(**inputs).logits[0].numpy()
 
 
+def publish_then_load(tmp_path, pushes: list[tuple], specs: list[dict]) -> tuple[dict, FakeHub]:
+    """Run `python -m opentslm_hub.publish` for each (folder, repo, extra args) against a fake Hub, then load each
+    spec's repo in a process that cannot import this project; returns its logits per repo and the Hub's state."""
+    with FakeHub() as hub:
+        env = hub.env(os.environ)
+        env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
+        script = "import sys\nfrom opentslm_hub.publish import main\nfor args in sys.argv[1:]:\n"
+        script += "    assert main(args.split('\\t')) == 0\n"
+        argv = ["\t".join([str(folder), repo, *extra]) for folder, repo, extra in pushes]
+        result = subprocess.run(
+            [sys.executable, "-c", script, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+
+        # the loader: no PYTHONPATH, run outside the checkout, the project's packages blocked
+        env.pop("PYTHONPATH")
+        env["HF_HOME"] = str(tmp_path / "hf-loader")
+        loader = textwrap.dedent(LOADER).replace("PRE, POST", f"{PRE!r}, {POST!r}")
+        result = subprocess.run(
+            [sys.executable, "-c", loader, json.dumps([s.tolist() for s in SERIES]), json.dumps(specs)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+    loaded = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    return loaded, hub
+
+
 def test_publish_round_trip(tmp_path):
     sp_processor = make_sp_processor()
     sp = make_sp("llama", sp_processor)
@@ -120,38 +151,14 @@ def test_publish_round_trip(tmp_path):
         (stage3, "me/sp-merged", ["--merge_lora"]),
         (stage2, "me/flamingo", []),
     ]
-    with FakeHub() as hub:
-        env = hub.env(os.environ)
-        env.update(HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
-        script = "import sys\nfrom opentslm_hub.publish import main\nfor args in sys.argv[1:]:\n"
-        script += "    assert main(args.split('\\t')) == 0\n"
-        argv = ["\t".join([str(folder), repo, *extra]) for folder, repo, extra in pushes]
-        result = subprocess.run(
-            [sys.executable, "-c", script, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
+    specs = [{"repo": "me/sp-stage3", "revision": "stage3"}, {"repo": "me/sp-merged", "revision": None}]
+    specs.append({"repo": "me/flamingo", "revision": None})
+    loaded, hub = publish_then_load(tmp_path, pushes, specs)
+    stored = hub.files("models", "me/sp-stage3", "stage3")
+    main_files = hub.files("models", "me/sp-stage3", "main")
+    private = hub.repos[("models", "me/sp-stage3")].private
+    merged_card = hub.files("models", "me/sp-merged")["README.md"].decode()
 
-        # the loader: no PYTHONPATH, run outside the checkout, the project's packages blocked
-        env.pop("PYTHONPATH")
-        env["HF_HOME"] = str(tmp_path / "hf-loader")
-        specs = [{"repo": "me/sp-stage3", "revision": "stage3"}, {"repo": "me/sp-merged", "revision": None}]
-        specs.append({"repo": "me/flamingo", "revision": None})
-        loader = textwrap.dedent(LOADER).replace("PRE, POST", f"{PRE!r}, {POST!r}")
-        result = subprocess.run(
-            [sys.executable, "-c", loader, json.dumps([s.tolist() for s in SERIES]), json.dumps(specs)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-4000:]
-        stored = hub.files("models", "me/sp-stage3", "stage3")
-        main_files = hub.files("models", "me/sp-stage3", "main")
-        private = hub.repos[("models", "me/sp-stage3")].private
-        merged_card = hub.files("models", "me/sp-merged")["README.md"].decode()
-
-    loaded = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
     np.testing.assert_allclose(loaded["me/sp-stage3"]["logits"], local_logits(sp, sp_processor), atol=1e-5)
     np.testing.assert_allclose(loaded["me/sp-merged"]["logits"], local_logits(sp, sp_processor), atol=1e-5)
     np.testing.assert_allclose(loaded["me/flamingo"]["logits"], local_logits(flamingo, fl_processor), atol=1e-5)
