@@ -128,7 +128,11 @@ def render_card(
     variant = config.get("architecture", "sp")
     variant_name = {"sp": "OpenTSLM-SP (soft prompt)", "flamingo": "OpenTSLM-Flamingo"}.get(variant, variant)
     stage = chain[-1]["stage"] if chain else None
-    datasets = [info["dataset_name"] for info in chain if info.get("dataset_name")]
+    datasets = list(
+        dict.fromkeys(
+            name for info in chain for name in (info.get("dataset_name"), info.get("replay_dataset_name")) if name
+        )
+    )
     lora = config.get("lora")
     license = license or guess_license(llm)
     llm_weights = llm_weights or config.get("llm_weights", "included")
@@ -185,8 +189,14 @@ def render_card(
         for number, info in enumerate(chain, start=1):
             task = STAGE_TASKS.get(info.get("stage"), "")
             start = info.get("init_from") or info.get("model_name_or_path") or "?"
+            replay = (
+                f" plus {info.get('replay_records')} records replayed from `{info['replay_dataset_name']}`"
+                if info.get("replay_dataset_name")
+                else ""
+            )
             lines.append(
-                f"{number}. **{info.get('stage')}** ({task}) on `{info.get('dataset_name')}`, starting from `{start}`"
+                f"{number}. **{info.get('stage')}** ({task}) on `{info.get('dataset_name')}`{replay}, starting from "
+                f"`{start}`"
             )
     else:
         lines.append("No `stage_info.json` in the folder: the training history is unknown.")

@@ -49,8 +49,9 @@ class OpenTSLMScriptArguments(ScriptArguments):
     """What a stage trains on and how: TRL's script arguments plus the parts of a stage that `SFTConfig` and
     `ModelConfig` do not cover.
 
-    `dataset_name` holds records of the shared schema: `offline:<name>` for a set built on the fly (`hub_datasets`), a
-    folder written by `DatasetDict.save_to_disk`, or a Hub data set id. `dataset_test_split` is the held-out split
+    `dataset_name` holds records of the shared schema: `offline:<name>` for a set built on the fly (`hub_datasets`;
+    builder parameters as a query, e.g. `offline:tsqa_synthetic?num_per_class=100&seed=7`), a folder written by
+    `DatasetDict.save_to_disk`, or a Hub data set id. `dataset_test_split` is the held-out split
     the best model is evaluated on at the end; model selection uses `dataset_eval_split`.
     """
 
@@ -113,6 +114,21 @@ class OpenTSLMScriptArguments(ScriptArguments):
         },
     )
     learning_rate_lora: float = field(default=2e-4)
+    replay_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Rehearsal against forgetting: mix records of this data set's training split (an earlier stage's "
+            "data, in any form dataset_name takes) into this stage's training records. Validation and test stay this "
+            "stage's own."
+        },
+    )
+    replay_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "Replayed records per training record of this stage, drawn without replacement with data_seed; "
+            "asking for more than the replay split holds is an error."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=5, metadata={"help": "Evaluations without improvement of eval_loss before stopping; null: never."}
     )
@@ -133,13 +149,59 @@ def load_records(dataset_name: str, dataset_config: str | None = None) -> Datase
     if dataset_name.startswith("offline:"):
         from hub_datasets.offline import load_offline
 
-        return load_offline(dataset_name.removeprefix("offline:"))
+        name, parameters = parse_offline_name(dataset_name)
+        return load_offline(name, **parameters)
     if Path(dataset_name).exists():
         loaded = load_from_disk(dataset_name)
         if not isinstance(loaded, DatasetDict):
             raise ValueError(f"{dataset_name} holds a single Dataset; save a DatasetDict with named splits instead.")
         return loaded
     return load_dataset(dataset_name, dataset_config)
+
+
+def parse_offline_name(dataset_name: str) -> tuple[str, dict[str, Any]]:
+    """`offline:<name>?key=value&...` → the offline set's name and its builder parameters (values read as JSON,
+    else kept as strings): `offline:tsqa_synthetic?num_per_class=100&seed=7` → ("tsqa_synthetic",
+    {"num_per_class": 100, "seed": 7})."""
+    name, _, query = dataset_name.removeprefix("offline:").partition("?")
+    parameters: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"{dataset_name!r}: builder parameters are written key=value, joined by '&'; got {item!r}."
+            )
+        try:
+            parameters[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parameters[key] = value
+    return name, parameters
+
+
+def with_replay(train_dataset: Dataset, script_args: OpenTSLMScriptArguments, seed: int) -> Dataset:
+    """This stage's training records plus `replay_fraction` × as many records from `replay_dataset_name`'s training
+    split (a random draw without replacement), in one shuffled set."""
+    if not script_args.replay_dataset_name:
+        return train_dataset
+    from datasets import concatenate_datasets
+
+    replay = select_split(
+        load_records(script_args.replay_dataset_name),
+        script_args.dataset_train_split,
+        None,
+        script_args.replay_dataset_name,
+    )
+    wanted = round(script_args.replay_fraction * len(train_dataset))
+    if wanted > len(replay):
+        raise ValueError(
+            f"replay_fraction={script_args.replay_fraction} asks for {wanted} records from "
+            f"{script_args.replay_dataset_name}[{script_args.dataset_train_split}], which has {len(replay)}; lower "
+            "replay_fraction or replay a larger set."
+        )
+    replay = replay.shuffle(seed=seed).select(range(wanted))
+    features = train_dataset.features
+    replay = replay.select_columns(list(features)).cast(features)
+    return concatenate_datasets([train_dataset, replay]).shuffle(seed=seed)
 
 
 def select_split(records: DatasetDict, split: str, limit: int | None, dataset_name: str) -> Dataset:
@@ -359,6 +421,8 @@ def validate_arguments(
             raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
     if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
         raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
+    if script_args.replay_dataset_name is not None and not script_args.replay_fraction > 0:
+        raise ValueError(f"replay_fraction must be > 0 with replay_dataset_name, got {script_args.replay_fraction}.")
     if script_args.dataset_streaming:
         raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
     if training_args.remove_unused_columns:
@@ -450,16 +514,20 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
     train_dataset = select_split(
         records, script_args.dataset_train_split, script_args.max_train_samples, script_args.dataset_name
     )
+    own_train_records = len(train_dataset)
+    train_dataset = with_replay(train_dataset, script_args, training_args.data_seed or training_args.seed)
     eval_dataset = select_split(
         records, script_args.dataset_eval_split, script_args.max_eval_samples, script_args.dataset_name
     )
     model, processor = build_model(script_args, model_args, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        "%s (%s): %d train / %d eval records, %.2fM trainable parameters, LoRA %s",
+        "%s (%s): %d train (%d replayed from %s) / %d eval records, %.2fM trainable parameters, LoRA %s",
         script_args.stage,
         STAGES[script_args.stage]["task"],
         len(train_dataset),
+        len(train_dataset) - own_train_records,
+        script_args.replay_dataset_name,
         len(eval_dataset),
         trainable / 1e6,
         model.config.lora,
@@ -552,6 +620,8 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         info = {
             "stage": script_args.stage,
             "dataset_name": script_args.dataset_name,
+            "replay_dataset_name": script_args.replay_dataset_name,
+            "replay_records": len(train_dataset) - own_train_records,
             "init_from": script_args.init_from,
             "model_name_or_path": model_args.model_name_or_path,
             "best_model": str(best_dir),
