@@ -20,7 +20,16 @@ from tiny import TINY_ENCODER, save_tiny_llm, save_toy_records
 from trl import ScriptArguments
 
 from recipes.curriculum import parse_stages, run_curriculum
-from recipes.sft import STAGES, last_complete_checkpoint, make_parser, validate_arguments
+from recipes.sft import (
+    STAGES,
+    OpenTSLMScriptArguments,
+    last_complete_checkpoint,
+    load_records,
+    make_parser,
+    parse_offline_name,
+    validate_arguments,
+    with_replay,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*/*.yaml"))
@@ -55,10 +64,10 @@ def test_every_yaml_parses_with_trl_parser(path):
     stage_number = int(script_args.stage[-1])
     flamingo = path.parent.name.endswith("-flamingo")
     # The quickstart and the shipped default model's curriculum are short CPU runs, not the paper's schedule; the
-    # default model adds LoRA from stage 2 on.
+    # default model trains LoRA from stage 1 on.
     short = path.parent.name.endswith(("-quickstart", "-default"))
     assert script_args.architecture == ("flamingo" if flamingo else "sp")
-    first_lora_stage = 2 if path.parent.name.endswith("-default") else 3
+    first_lora_stage = 1 if path.parent.name.endswith("-default") else 3
     assert model_args.use_peft is (stage_number >= first_lora_stage and not flamingo)  # original Flamingo: no LoRA
     if model_args.use_peft:
         assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout) == (16, 32, 0.0)
@@ -120,6 +129,37 @@ def test_bad_configs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="Unknown stage"):
         run_curriculum(tmp_path, ["stage7"])
     assert parse_stages(["1", "stage2"]) == ["stage1", "stage2"]
+
+
+def test_offline_set_parameters_and_replay(tmp_path):
+    assert parse_offline_name("offline:tsqa_synthetic") == ("tsqa_synthetic", {})
+    assert parse_offline_name("offline:tsqa_synthetic?num_per_class=3&seed=7&lengths=[64,128]") == (
+        "tsqa_synthetic",
+        {"num_per_class": 3, "seed": 7, "lengths": [64, 128]},
+    )
+    with pytest.raises(ValueError, match="written key=value"):
+        parse_offline_name("offline:tsqa_synthetic?seed")
+    with pytest.raises(TypeError, match="does not take \\['sizes'\\]"):
+        load_records("offline:tsqa_synthetic?sizes=3")
+    # Other builder parameters, other records: a larger set of other series keeps its test split apart.
+    small = load_records("offline:tsqa_synthetic?num_per_class=2")
+    other = load_records("offline:tsqa_synthetic?num_per_class=3&seed=7")
+    assert sum(map(len, other.values())) == 5 * 3 * 3
+    assert not {str(r["time_series"]) for r in small["test"]} & {str(r["time_series"]) for r in other["train"]}
+
+    captions = load_records(save_toy_records(tmp_path / "captions", sizes=(20, 4, 4)))["train"]
+    arguments = OpenTSLMScriptArguments(
+        dataset_name="captions",
+        replay_dataset_name="offline:tsqa_synthetic?num_per_class=3&seed=7",
+        replay_fraction=0.5,
+    )
+    mixed = with_replay(captions, arguments, seed=0)
+    assert sorted(mixed["task"]) == ["m4"] * 20 + ["tsqa"] * 10
+    assert set(mixed["id"]) >= set(captions["id"]) and mixed["task"][:15] != sorted(mixed["task"][:15])  # shuffled
+    assert with_replay(captions, OpenTSLMScriptArguments(dataset_name="captions"), seed=0) is captions
+    arguments.replay_fraction = 3.0
+    with pytest.raises(ValueError, match="asks for 60 records from .* which has \\d+; lower replay_fraction"):
+        with_replay(captions, arguments, seed=0)
 
 
 def test_last_complete_checkpoint_skips_a_half_written_one(tmp_path):
@@ -330,7 +370,8 @@ def test_two_process_cpu_ddp_equals_one_process(tmp_path, assets):
 
 @pytest.mark.slow
 def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
-    """Stages 1 → 3 → 4 in separate processes: stage 3 adds LoRA, stage 4 starts from stage 3's trained adapters."""
+    """Stages 1 → 3 → 4 in separate processes: stage 3 adds LoRA (and replays stage 1's records), stage 4 starts
+    from stage 3's trained adapters."""
     configs = tmp_path / "configs"
     common = SHORT_RUN
     write_config(configs, assets, stage="stage1", output_dir=str(tmp_path / "s1"), **common)
@@ -344,6 +385,7 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
             model_name_or_path=None,
             output_dir=str(tmp_path / stage.replace("stage", "s")),
             learning_rate_lora=lora_lr,
+            **({"replay_dataset_name": assets["data"], "replay_fraction": 0.5} if stage == "stage3" else {}),
             **lora,
             **common,
         )
@@ -361,6 +403,8 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
     assert config4["lora"]["r"] == 4
     info4 = json.loads((tmp_path / "s4" / "best" / "stage_info.json").read_text())
     assert info4["init_from"] == str(tmp_path / "s3" / "best")
+    info3 = json.loads((tmp_path / "s3" / "best" / "stage_info.json").read_text())
+    assert (info3["replay_dataset_name"], info3["replay_records"]) == (assets["data"], 12)
     # A second call finds every stage complete and re-runs nothing.
     mtime = (tmp_path / "s4" / "best" / "model.safetensors").stat().st_mtime
     run_curriculum(configs, ["stage1", "stage3", "stage4"])
