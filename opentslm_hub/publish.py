@@ -146,7 +146,7 @@ def render_card(
     stage = chain[-1]["stage"] if chain else None
     datasets = list(
         dict.fromkeys(
-            name for info in chain for name in (info.get("dataset_name"), info.get("replay_dataset_name")) if name
+            name for info in chain for name in (info.get("dataset_name"), *(info.get("replayed") or {})) if name
         )
     )
     lora = config.get("lora")
@@ -205,10 +205,8 @@ def render_card(
         for number, info in enumerate(chain, start=1):
             task = STAGE_TASKS.get(info.get("stage"), "")
             start = info.get("init_from") or info.get("model_name_or_path") or "?"
-            replay = (
-                f" plus {info.get('replay_records')} records replayed from `{info['replay_dataset_name']}`"
-                if info.get("replay_dataset_name")
-                else ""
+            replay = "".join(
+                f" plus {count} records replayed from `{name}`" for name, count in (info.get("replayed") or {}).items()
             )
             lines.append(
                 f"{number}. **{info.get('stage')}** ({task}) on `{info.get('dataset_name')}`{replay}, starting from "

@@ -114,10 +114,10 @@ class OpenTSLMScriptArguments(ScriptArguments):
         },
     )
     learning_rate_lora: float = field(default=2e-4)
-    replay_dataset_name: str | None = field(
+    replay_datasets: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Rehearsal against forgetting: mix records of this data set's training split (an earlier stage's "
+            "help": "Rehearsal against forgetting: mix records of these data sets' training splits (earlier stages' "
             "data, in any form dataset_name takes) into this stage's training records. Validation and test stay this "
             "stage's own."
         },
@@ -125,8 +125,8 @@ class OpenTSLMScriptArguments(ScriptArguments):
     replay_fraction: float = field(
         default=0.25,
         metadata={
-            "help": "Replayed records per training record of this stage, drawn without replacement with data_seed; "
-            "asking for more than the replay split holds is an error."
+            "help": "Records replayed from each replay data set per training record of this stage, drawn without "
+            "replacement with data_seed; asking for more than a replay split holds is an error."
         },
     )
     early_stopping_patience: int | None = field(
@@ -178,30 +178,29 @@ def parse_offline_name(dataset_name: str) -> tuple[str, dict[str, Any]]:
     return name, parameters
 
 
-def with_replay(train_dataset: Dataset, script_args: OpenTSLMScriptArguments, seed: int) -> Dataset:
-    """This stage's training records plus `replay_fraction` × as many records from `replay_dataset_name`'s training
-    split (a random draw without replacement), in one shuffled set."""
-    if not script_args.replay_dataset_name:
-        return train_dataset
+def with_replay(
+    train_dataset: Dataset, script_args: OpenTSLMScriptArguments, seed: int
+) -> tuple[Dataset, dict[str, int]]:
+    """This stage's training records plus, from each of `replay_datasets`, `replay_fraction` × as many records of
+    its training split (a random draw without replacement), in one shuffled set; and how many came from each."""
+    if not script_args.replay_datasets:
+        return train_dataset, {}
     from datasets import concatenate_datasets
 
-    replay = select_split(
-        load_records(script_args.replay_dataset_name),
-        script_args.dataset_train_split,
-        None,
-        script_args.replay_dataset_name,
-    )
     wanted = round(script_args.replay_fraction * len(train_dataset))
-    if wanted > len(replay):
-        raise ValueError(
-            f"replay_fraction={script_args.replay_fraction} asks for {wanted} records from "
-            f"{script_args.replay_dataset_name}[{script_args.dataset_train_split}], which has {len(replay)}; lower "
-            "replay_fraction or replay a larger set."
-        )
-    replay = replay.shuffle(seed=seed).select(range(wanted))
-    features = train_dataset.features
-    replay = replay.select_columns(list(features)).cast(features)
-    return concatenate_datasets([train_dataset, replay]).shuffle(seed=seed)
+    parts, counts = [train_dataset], {}
+    for name in script_args.replay_datasets:
+        replay = select_split(load_records(name), script_args.dataset_train_split, None, name)
+        if wanted > len(replay):
+            raise ValueError(
+                f"replay_fraction={script_args.replay_fraction} asks for {wanted} records from "
+                f"{name}[{script_args.dataset_train_split}], which has {len(replay)}; lower replay_fraction or replay "
+                "a larger set."
+            )
+        replay = replay.shuffle(seed=seed).select(range(wanted))
+        parts.append(replay.select_columns(list(train_dataset.features)).cast(train_dataset.features))
+        counts[name] = wanted
+    return concatenate_datasets(parts).shuffle(seed=seed), counts
 
 
 def select_split(records: DatasetDict, split: str, limit: int | None, dataset_name: str) -> Dataset:
@@ -421,8 +420,8 @@ def validate_arguments(
             raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
     if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
         raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
-    if script_args.replay_dataset_name is not None and not script_args.replay_fraction > 0:
-        raise ValueError(f"replay_fraction must be > 0 with replay_dataset_name, got {script_args.replay_fraction}.")
+    if script_args.replay_datasets and not script_args.replay_fraction > 0:
+        raise ValueError(f"replay_fraction must be > 0 with replay_datasets, got {script_args.replay_fraction}.")
     if script_args.dataset_streaming:
         raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
     if training_args.remove_unused_columns:
@@ -514,20 +513,18 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
     train_dataset = select_split(
         records, script_args.dataset_train_split, script_args.max_train_samples, script_args.dataset_name
     )
-    own_train_records = len(train_dataset)
-    train_dataset = with_replay(train_dataset, script_args, training_args.data_seed or training_args.seed)
+    train_dataset, replayed = with_replay(train_dataset, script_args, training_args.data_seed or training_args.seed)
     eval_dataset = select_split(
         records, script_args.dataset_eval_split, script_args.max_eval_samples, script_args.dataset_name
     )
     model, processor = build_model(script_args, model_args, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        "%s (%s): %d train (%d replayed from %s) / %d eval records, %.2fM trainable parameters, LoRA %s",
+        "%s (%s): %d train (replayed: %s) / %d eval records, %.2fM trainable parameters, LoRA %s",
         script_args.stage,
         STAGES[script_args.stage]["task"],
         len(train_dataset),
-        len(train_dataset) - own_train_records,
-        script_args.replay_dataset_name,
+        replayed or "none",
         len(eval_dataset),
         trainable / 1e6,
         model.config.lora,
@@ -620,8 +617,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         info = {
             "stage": script_args.stage,
             "dataset_name": script_args.dataset_name,
-            "replay_dataset_name": script_args.replay_dataset_name,
-            "replay_records": len(train_dataset) - own_train_records,
+            "replayed": replayed,  # records per replayed data set
             "init_from": script_args.init_from,
             "model_name_or_path": model_args.model_name_or_path,
             "best_model": str(best_dir),

@@ -150,13 +150,14 @@ def test_offline_set_parameters_and_replay(tmp_path):
     captions = load_records(save_toy_records(tmp_path / "captions", sizes=(20, 4, 4)))["train"]
     arguments = OpenTSLMScriptArguments(
         dataset_name="captions",
-        replay_dataset_name="offline:tsqa_synthetic?num_per_class=3&seed=7",
-        replay_fraction=0.5,
+        replay_datasets=["offline:tsqa_synthetic?num_per_class=3&seed=7", "offline:tsqa_synthetic?num_per_class=3"],
+        replay_fraction=0.25,
     )
-    mixed = with_replay(captions, arguments, seed=0)
+    mixed, counts = with_replay(captions, arguments, seed=0)
     assert sorted(mixed["task"]) == ["m4"] * 20 + ["tsqa"] * 10
+    assert counts == dict.fromkeys(arguments.replay_datasets, 5)
     assert set(mixed["id"]) >= set(captions["id"]) and mixed["task"][:15] != sorted(mixed["task"][:15])  # shuffled
-    assert with_replay(captions, OpenTSLMScriptArguments(dataset_name="captions"), seed=0) is captions
+    assert with_replay(captions, OpenTSLMScriptArguments(dataset_name="captions"), seed=0) == (captions, {})
     arguments.replay_fraction = 3.0
     with pytest.raises(ValueError, match="asks for 60 records from .* which has \\d+; lower replay_fraction"):
         with_replay(captions, arguments, seed=0)
@@ -385,7 +386,7 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
             model_name_or_path=None,
             output_dir=str(tmp_path / stage.replace("stage", "s")),
             learning_rate_lora=lora_lr,
-            **({"replay_dataset_name": assets["data"], "replay_fraction": 0.5} if stage == "stage3" else {}),
+            **({"replay_datasets": [assets["data"]], "replay_fraction": 0.5} if stage == "stage3" else {}),
             **lora,
             **common,
         )
@@ -404,7 +405,10 @@ def test_curriculum_chains_stages_and_carries_lora(tmp_path, assets):
     info4 = json.loads((tmp_path / "s4" / "best" / "stage_info.json").read_text())
     assert info4["init_from"] == str(tmp_path / "s3" / "best")
     info3 = json.loads((tmp_path / "s3" / "best" / "stage_info.json").read_text())
-    assert (info3["replay_dataset_name"], info3["replay_records"]) == (assets["data"], 12)
+    assert info3["replayed"] == {assets["data"]: 12}
+    from opentslm_hub.publish import render_card
+
+    assert f"plus 12 records replayed from `{assets['data']}`" in render_card(tmp_path / "s4" / "best", "demo")
     # A second call finds every stage complete and re-runs nothing.
     mtime = (tmp_path / "s4" / "best" / "model.safetensors").stat().st_mtime
     run_curriculum(configs, ["stage1", "stage3", "stage4"])
