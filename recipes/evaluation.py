@@ -138,6 +138,16 @@ def _template_key(metadata: Mapping[str, Any]) -> str:
     return "all"
 
 
+def split_labels(records: Iterable[Mapping[str, Any]]) -> list[str] | None:
+    """The classes of a whole split (its records' `label` values), to score a part of it against: the labels present
+    in a few records would count every other valid class as out of vocabulary. None when records carry no labels."""
+    if hasattr(records, "column_names"):  # a datasets.Dataset: read the one column
+        values = records["label"] if "label" in records.column_names else []
+    else:
+        values = [record.get("label") for record in records]
+    return sorted({value for value in values if value}) or None
+
+
 def _label_set(task: str, gold: Sequence[str], labels: Sequence[str] | None) -> list[str]:
     """The classes of a classification task: `labels` (canonicalised) when given, else the gold labels present,
     plus `(a)`–`(c)` for TSQA."""

@@ -74,9 +74,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from recipes.evaluation import evaluate_records
+    from recipes.evaluation import evaluate_records, split_labels
 
-    records = load_split(args.dataset, args.split, dataset_config=args.dataset_config, max_samples=args.max_samples)
+    split = load_split(args.dataset, args.split, dataset_config=args.dataset_config)
+    records = split.select(range(min(args.max_samples, len(split)))) if args.max_samples is not None else split
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     base = {"base_model_name_or_path": args.base_model} if args.base_model else {}
     model = AutoModelForCausalLM.from_pretrained(
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         top_k=args.top_k,
         seed=args.seed,
         with_loss=not args.no_loss,
+        labels=split_labels(split),
     )
     print(json.dumps(metrics, indent=2))
     return metrics

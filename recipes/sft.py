@@ -593,7 +593,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         test_metrics["test_perplexity"] = float(torch.exp(torch.tensor(test_metrics["test_loss"])))
         metrics["test"] = test_metrics
         if trainer.is_world_process_zero():
-            from recipes.evaluation import evaluate_records
+            from recipes.evaluation import evaluate_records, split_labels
 
             logger.info("Generating test answers (%d new tokens at most)", script_args.eval_max_new_tokens)
             unwrapped = trainer.accelerator.unwrap_model(trainer.model).eval()
@@ -611,6 +611,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
                 temperature=script_args.eval_temperature,
                 seed=training_args.seed,
                 with_loss=False,  # the Trainer measured the test loss above, on every process
+                labels=split_labels(records[script_args.dataset_test_split]),
             )
     if trainer.is_world_process_zero():
         metrics["completed"] = True

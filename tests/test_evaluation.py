@@ -135,6 +135,17 @@ def test_har_labels_match_up_to_separators():
     assert samples[0]["parsed_prediction"] == "walking_up" and samples[0]["correct"] is True
 
 
+def test_a_part_of_a_split_is_scored_against_the_whole_splits_classes():
+    split = [cot_record("har_cot", i, label, f"Answer: {label}") for i, label in enumerate(["standing", "walking"])]
+    labels = evaluation.split_labels(split)
+    assert labels == ["standing", "walking"] and evaluation.split_labels([{"label": ""}]) is None
+    # Only the first record is evaluated: "walking" is a wrong answer, not an unknown one.
+    alone = compute_metrics("har_cot", ["Answer: walking"], [split[0]["answer"]], split[:1])
+    scored = compute_metrics("har_cot", ["Answer: walking"], [split[0]["answer"]], split[:1], labels=labels)
+    assert alone["num_out_of_vocabulary"] == 1 and scored["num_out_of_vocabulary"] == 0
+    assert scored["accuracy"] == 0.0
+
+
 def test_ecg_per_template_accuracy_and_weighted_macro_f1():
     rate = {"template_id": 1, "possible_answers": ["bradycardia", "normal", "tachycardia"]}
     rhythm = {"template_id": 2, "possible_answers": ["regular", "irregular"]}
