@@ -904,6 +904,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         if base_model_name_or_path is None and isinstance(llm_name_or_path, (str, os.PathLike)):
             base_model_name_or_path = str(llm_name_or_path)
+        attention = llm.config._attn_implementation  # the config below resets it on the shared text config
         config = cls.config_class(
             text_config=llm.config,
             encoder_config=encoder_config,
@@ -916,6 +917,8 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             **(config_overrides or {}),
         )
         model = cls._wrap_llm(llm, config)
+        if attention is not None and model.model.language_model.config._attn_implementation != attention:
+            model.set_attn_implementation(attention)  # the LLM keeps the attention it was loaded with
         model.set_trainable(encoder=True, projector=True, llm=not freeze_llm)
         return model
 
