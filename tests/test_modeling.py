@@ -365,3 +365,11 @@ def test_from_llm_freezes_the_llm_and_lora_targets_it_only(tmp_path, processor):
     model.train()
     model(**inputs).loss.backward()
     assert model.time_series_encoder.patch_embedding.weight.grad is not None
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_from_llm_keeps_the_attention_the_llm_was_loaded_with(tmp_path, processor, attention):
+    from tiny import save_tiny_llm
+
+    model = OpenTSLMForCausalLM.from_llm(save_tiny_llm(tmp_path / "llm"), processor, attn_implementation=attention)
+    assert {layer.self_attn.config._attn_implementation for layer in model.model.language_model.layers} == {attention}
