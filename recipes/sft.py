@@ -450,7 +450,8 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig, d
                 script_args.use_chat_template,
             )
             processor.use_chat_template = script_args.use_chat_template
-        model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype)
+        attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+        model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype, **attention)
         if model.config.architecture != script_args.architecture:
             raise ValueError(
                 f"init_from={script_args.init_from!r} is an OpenTSLM-{model.config.architecture} model but this stage's "

@@ -49,10 +49,12 @@ def gradients(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_packed_loss_and_gradients_equal_padded(processor, family):
+def test_packed_loss_and_gradients_equal_padded(processor, family, attention):
     padded, packed = batches(processor)
     model = tiny_opentslm(processor, family=family).float()
+    model.set_attn_implementation(attention)
     results = []
     for inputs, skip_logits in ((padded, False), (packed, False), (packed, True), (padded, True)):
         model.zero_grad(set_to_none=True)
@@ -68,10 +70,13 @@ def test_packed_loss_and_gradients_equal_padded(processor, family):
             torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_packed_attention_stays_within_each_sample(processor):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_attention_stays_within_each_sample(processor, attention):
     """Each sample's logits in the packed row equal its logits alone."""
     _, packed = batches(processor)
     model = tiny_opentslm(processor)
+    model.set_attn_implementation(attention)
+    assert model.model.language_model.config._attn_implementation == attention
     with torch.no_grad():
         logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits[0]
         start = 0
