@@ -918,7 +918,8 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         )
         model = cls._wrap_llm(llm, config)
         if attention is not None and model.model.language_model.config._attn_implementation != attention:
-            model.set_attn_implementation(attention)  # the LLM keeps the attention it was loaded with
+            # the LLM keeps the attention it was loaded with
+            model.model.language_model.set_attn_implementation(attention)
         model.set_trainable(encoder=True, projector=True, llm=not freeze_llm)
         return model
 

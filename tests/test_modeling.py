@@ -373,3 +373,7 @@ def test_from_llm_keeps_the_attention_the_llm_was_loaded_with(tmp_path, processo
 
     model = OpenTSLMForCausalLM.from_llm(save_tiny_llm(tmp_path / "llm"), processor, attn_implementation=attention)
     assert {layer.self_attn.config._attn_implementation for layer in model.model.language_model.layers} == {attention}
+    model.save_pretrained(tmp_path / "saved")
+    other = "sdpa" if attention == "eager" else "eager"
+    reloaded = OpenTSLMForCausalLM.from_pretrained(tmp_path / "saved", attn_implementation=other)
+    assert {layer.self_attn.config._attn_implementation for layer in reloaded.model.language_model.layers} == {other}
