@@ -6,7 +6,8 @@ hit both alike. Every side runs the original trainer's loop body (zero_grad, los
 step, linear warm-up scheduler step) with the original's optimiser groups (encoder 2e-4, projector 1e-4, weight decay
 0.01), and measures the median step time and the peak resident memory of the training phase (VmHWM, reset just before
 training). Ours runs the recipes' training path: padding-free batches (`padding_free: true`) and the loss from the
-labelled positions only (`skip_logits`).
+labelled positions only (`skip_logits`), with eager attention like the original's LLM (`--attention sdpa` for PyTorch's
+fused kernel, slower on CPU at these lengths).
 
     # ours only (ratios to the original are then reported as missing)
     python benchmarks/bench_vs_original.py
@@ -154,8 +155,10 @@ def measure_ours(job: dict) -> dict:
     torch.manual_seed(job["seed"])
     dtype = getattr(torch, job["dtype"])
     processor = OpenTSLMProcessor.from_llm(job["llm"], use_chat_template=False)
-    model = OpenTSLMForCausalLM.from_llm(job["llm"], processor, dtype=dtype)
+    model = OpenTSLMForCausalLM.from_llm(job["llm"], processor, dtype=dtype, attn_implementation=job["attention"])
     model.set_trainable(encoder=True, projector=True, llm=False)
+    if job.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     records = as_records(job["rows"])
     padding_free = job["variant"] == "packed"
     batch = OpenTSLMDataCollator(processor, padding_free=padding_free)(records)
@@ -170,12 +173,13 @@ def measure_ours(job: dict) -> dict:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * total), total)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]
+    forward = torch.compile(model) if job.get("compile") else model  # compiled during the warm-up steps
     times, losses = [], []
     peak_ok = reset_peak_memory()
     for step in range(total):
         start = time.perf_counter()
         optimizer.zero_grad()
-        loss = model(**batch, skip_logits=True).loss
+        loss = forward(**batch, skip_logits=True).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, GRAD_CLIP)
         optimizer.step()
@@ -208,7 +212,9 @@ def measure_decoding(model, processor, record, job, auto_model, encode_prompts) 
     model.eval()
     inputs = encode_prompts(processor, [record])
     prompt_length = inputs["input_ids"].shape[1]
-    bare = auto_model.from_pretrained(job["llm"], dtype=getattr(torch, job["dtype"])).eval()
+    bare = auto_model.from_pretrained(
+        job["llm"], dtype=getattr(torch, job["dtype"]), attn_implementation=job["attention"]
+    ).eval()
     filler = processor.tokenizer(" ".join([record["answer"]] * 200), add_special_tokens=False)["input_ids"]
     bare_ids = torch.tensor([filler[:prompt_length]])
     new = job["decode_tokens"]
@@ -336,6 +342,9 @@ def run_ours(args, spec: str, dtype: str, rows: list[dict], variant: str, workdi
         "seed": args.seed,
         "decode_tokens": args.decode_tokens,
         "decode_reps": args.decode_reps,
+        "attention": args.attention,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "compile": args.compile,
     }
     job_file, out = (
         workdir / f"ours_{spec}_{dtype}_{variant}.job.json",
@@ -415,6 +424,16 @@ def main() -> None:
     parser.add_argument("--caption_tokens", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--padded", action="store_true", help="also time ours with padded batches")
+    parser.add_argument(
+        "--gradient_checkpointing", action="store_true", help="ours recomputes each LLM layer in the backward pass"
+    )
+    parser.add_argument("--compile", action="store_true", help="ours runs torch.compile(model) (compiled in warm-up)")
+    parser.add_argument(
+        "--attention",
+        default="eager",
+        choices=["eager", "sdpa"],
+        help="ours' attention (the original loads its LLM with eager attention; on CPU eager is the faster one here)",
+    )
     parser.add_argument("--decode_tokens", type=int, default=0, help="time greedy decoding of this many tokens")
     parser.add_argument("--decode_reps", type=int, default=3)
     parser.add_argument("--llm", default=None, help="HF folder of the LLM (default: the offline SmolLM2-135M)")
