@@ -89,6 +89,7 @@ TSQA_QUESTIONS: dict[str, tuple[str, tuple[str, str, str]]] = {
     ),
 }
 LETTERS = ("(a)", "(b)", "(c)")
+ANSWER_FORMATS = {"letter_first": "{letter} {option}", "option_first": "{option} {letter}"}
 
 # Feature thresholds that decide whether a generated series really shows its class (see _tsqa_check).
 VOLATILITY_CHANGE_MIN = 1.8  # noise std ratio second half / first half
@@ -224,7 +225,11 @@ def tsqa_class_from_features(feature: str, measured: dict[str, Any]) -> str | No
 
 
 def build_tsqa_synthetic(
-    *, num_per_class: int = 20, seed: int = 42, lengths: Sequence[int] = TSQA_LENGTHS
+    *,
+    num_per_class: int = 20,
+    seed: int = 42,
+    lengths: Sequence[int] = TSQA_LENGTHS,
+    answer_format: str = "letter_first",
 ) -> DatasetDict:
     """Multiple-choice questions about synthetic series: 5 features × 3 classes × ``num_per_class`` records.
 
@@ -232,7 +237,13 @@ def build_tsqa_synthetic(
     series text ends with a period, the post-prompt is ``Predict the <feature> Answer:`` and the answer is the
     correct option, e.g. ``(b) downward trend``. Splits as upstream TSQA: 10 % test (seed 42), then 10 % of all for
     validation (seed 42).
+
+    ``answer_format="option_first"`` writes the answer as the option's text, then its letter (``downward trend
+    (b)``): a small model first says what it reads in the series, then looks the letter up in the listing, instead
+    of choosing the letter in one token. The letter is still the label, and `parse_option` reads it from either form.
     """
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format={answer_format!r}; expected one of {sorted(ANSWER_FORMATS)}.")
     if num_per_class < 2:
         raise ValueError(f"num_per_class={num_per_class}; need at least 2 so every split can be non-trivial.")
     lengths = tuple(int(length) for length in lengths)
@@ -264,7 +275,7 @@ def build_tsqa_synthetic(
                         pre_prompt=f"{question}\n{listing}",
                         time_series=[(TSQA_SERIES_TEXT, values)],
                         post_prompt=f"Predict the {feature} Answer:",
-                        answer=f"{letter} {option}",
+                        answer=ANSWER_FORMATS[answer_format].format(letter=letter, option=option),
                         label=letter,
                         metadata={
                             "source_set": TSQA_SET,
