@@ -226,6 +226,19 @@ def test_tsqa_classes_and_letters_are_balanced(built):
     assert all(letters.count(letter) > 60 for letter in ("(a)", "(b)", "(c)"))
 
 
+def test_tsqa_option_first_answers_name_the_option_then_its_letter():
+    from opentslm_hub.parsing import parse_option
+
+    plain = synthetic.build_tsqa_synthetic(num_per_class=2, seed=3)["train"]
+    option_first = synthetic.build_tsqa_synthetic(num_per_class=2, seed=3, answer_format="option_first")["train"]
+    for row, other in zip(plain, option_first):
+        assert other["answer"] == f"{meta(row)['correct_option']} {row['label']}"
+        assert parse_option(other["answer"]) == other["label"] == row["label"]
+        assert other["pre_prompt"] == row["pre_prompt"] and other["time_series"] == row["time_series"]
+    with pytest.raises(ValueError, match="answer_format='letter_last'"):
+        synthetic.build_tsqa_synthetic(num_per_class=2, answer_format="letter_last")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Ornstein–Uhlenbeck annotations
 
