@@ -149,6 +149,8 @@ def evaluation_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         ("stage2", "test_loss", "stage 2 test loss"),
         ("stage3", "test_loss", "stage 3 test loss"),
     ]
+    evaluated = {stage for stages in results.values() for stage in stages}
+    columns = [column for column in columns if column[0] in evaluated]
     lines = ["| model | " + " | ".join(title for *_, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, stages in results.items():
         cells = []
@@ -198,31 +200,37 @@ def untrained(target: Path) -> Path:
 
 
 def evaluate(
-    output_dir: Path, quickstart: Path | None = None, folder: Path = MODEL_DIR, run: Path | None = None
+    output_dir: Path,
+    quickstart: Path | None = None,
+    folder: Path = MODEL_DIR,
+    run: Path | None = None,
+    stages: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Held-out test metrics per stage of the untrained model, the quickstart's stage models (if given), the
-    default model's earlier stages (`run`: the curriculum's output folder, if given) and the shipped model."""
+    """Held-out test metrics per stage (`stages`, default all) of the untrained model, the quickstart's stage models
+    (if given), the default model's earlier stages (`run`: the curriculum's output folder, if given) and the shipped
+    model."""
+    stage_sets = {stage: STAGE_SETS[stage] for stage in stages or STAGE_SETS}
     from opentslm_hub.offline_llm import smollm2_path
 
     base = str(smollm2_path())
     output_dir.mkdir(parents=True, exist_ok=True)
     models: dict[str, dict[str, tuple[Path, str | None]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        done = all((output_dir / "untrained" / stage / "metrics.json").is_file() for stage in STAGE_SETS)
+        done = all((output_dir / "untrained" / stage / "metrics.json").is_file() for stage in stage_sets)
         fresh = Path(scratch) / "untrained" if done else untrained(Path(scratch) / "untrained")
-        models["untrained"] = {stage: (fresh, base) for stage in STAGE_SETS}
+        models["untrained"] = {stage: (fresh, base) for stage in stage_sets}
         if quickstart is not None:  # the quickstart runs stages 1-2
             models["quickstart"] = {
                 stage: (quickstart / stage / "best", None)
-                for stage in STAGE_SETS
+                for stage in stage_sets
                 if (quickstart / stage / "best").is_dir()
             }
         if run is not None:  # the curriculum's earlier stages, on the stages they were trained for
-            for number, stage in enumerate(list(STAGE_SETS)[:-1], start=1):
+            for number, stage in enumerate(list(stage_sets)[:-1], start=1):
                 models[f"default, stage-{number} checkpoint"] = {
-                    done: (run / stage / "best", None) for done in list(STAGE_SETS)[:number]
+                    done: (run / stage / "best", None) for done in list(stage_sets)[:number]
                 }
-        models["default"] = {stage: (folder, base) for stage in STAGE_SETS}
+        models["default"] = {stage: (folder, base) for stage in stage_sets}
         results = {
             name: {
                 stage: _evaluate_one(path, stage, output_dir / re.sub(r"[^a-z0-9]+", "-", name).strip("-") / stage, b)
@@ -236,15 +244,18 @@ def evaluate(
     card = folder / "README.md"
     if card.is_file() and EVALUATION_MARK in card.read_text():
         head = card.read_text().split(EVALUATION_MARK)[0]
-        counts = {stage: results["default"][stage]["num_samples"] for stage in STAGE_SETS}
+        what = {
+            "stage1": "{} questions",
+            "stage2": "{} captions of series windows never trained on",
+            "stage3": "{} accelerometer recordings of the UEA test split",
+        }
+        splits = ", ".join(what[stage].format(results["default"][stage]["num_samples"]) for stage in stage_sets)
         section = (
             "## Held-out evaluation\n\n"
-            f"Test splits ({counts['stage1']} questions, {counts['stage2']} captions of series windows never trained "
-            f"on, {counts['stage3']} accelerometer recordings of the UEA test split), greedy decoding, `python -m "
-            "opentslm_hub.default_model evaluate`. The caption columns check what a caption states against the "
-            "reference caption (written from the series' features): trend direction, the mean within 10%, whether it "
-            "is periodic, and the period within 20%. Stage 3 counts the label after the rationale's final `Answer:`; "
-            "unparsed answers name no label.\n\n"
+            f"Test splits ({splits}), greedy decoding, `python -m opentslm_hub.default_model evaluate`. The caption "
+            "columns check what a caption states against the reference caption (written from the series' features): "
+            "trend direction, the mean within 10%, whether it is periodic, and the period within 20%. Stage 3 counts "
+            "the label after the rationale's final `Answer:`; unparsed answers name no label.\n\n"
         )
         card.write_text(head + EVALUATION_MARK + "\n" + section + table + "\n")
         shutil.copy2(output_dir / EVALUATION_FILE, folder / EVALUATION_FILE)
@@ -262,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_parser.add_argument("--output_dir", default="outputs/default-model-evaluation")
     evaluate_parser.add_argument("--quickstart", help="the quickstart's output folder (stage1/best, stage2/best)")
     evaluate_parser.add_argument("--run", help="the default model's curriculum output folder (its earlier stages)")
+    evaluate_parser.add_argument(
+        "--stages", nargs="+", choices=list(STAGE_SETS), help="the test splits (default: all)"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         from opentslm_hub.offline_llm import smollm2_path
@@ -274,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         quickstart = Path(args.quickstart) if args.quickstart else None
         run = Path(args.run) if args.run else None
-        print(json.dumps(evaluate(Path(args.output_dir), quickstart, run=run), indent=2))
+        print(json.dumps(evaluate(Path(args.output_dir), quickstart, run=run, stages=args.stages), indent=2))
     return 0
 
 
