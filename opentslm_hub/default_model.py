@@ -265,7 +265,10 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="run the default model's curriculum (stages 1-3) on the offline sets")
+    train_parser = commands.add_parser("train", help="run the default model's curriculum on the offline sets")
+    train_parser.add_argument(
+        "--stages", nargs="+", choices=list(STAGE_SETS), help="default: all (the shipped model: 1-2)"
+    )
     export_parser = commands.add_parser("export", help="write a trained folder as the shipped default model")
     export_parser.add_argument("trained", help="the stage-3 best/ folder")
     export_parser.add_argument("--target", default=str(MODEL_DIR))
@@ -282,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         from recipes.curriculum import RECIPES_DIR, run_curriculum
 
         configs = RECIPES_DIR / "configs" / CONFIGS
-        run_curriculum(configs, list(STAGE_SETS), extra_args=["--model_name_or_path", str(smollm2_path())])
+        run_curriculum(
+            configs, args.stages or list(STAGE_SETS), extra_args=["--model_name_or_path", str(smollm2_path())]
+        )
     elif args.command == "export":
         print(export(args.trained, args.target))
     else:
