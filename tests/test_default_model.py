@@ -39,3 +39,18 @@ def test_the_default_model_captions_held_out_series(smollm2_dir):
     metrics = evaluate_records(model, processor, records, batch_size=8, max_new_tokens=200, with_loss=False)
     # An untrained model (random encoder and projector) scores ROUGE-L 0.19 and never states periodicity right.
     assert metrics["rougeL"] >= 0.5 and metrics["periodicity_accuracy"] >= 0.6, metrics
+
+
+@pytest.mark.slow  # SmolLM2-135M answers 6 questions
+def test_the_default_model_answers_held_out_questions_with_an_option(smollm2_dir):
+    from recipes.evaluation import evaluate_records, split_labels
+    from recipes.run_eval import load_split
+
+    model, processor = default_model.load()
+    split = load_split("tsqa_synthetic", "test")
+    records = list(split.select(range(6)))
+    metrics = evaluate_records(
+        model, processor, records, batch_size=6, max_new_tokens=16, with_loss=False, labels=split_labels(split)
+    )
+    # It names an option, then its letter; an untrained model names none.
+    assert metrics["num_out_of_vocabulary"] == 0, metrics
