@@ -157,7 +157,7 @@ def measure_ours(job: dict) -> dict:
     processor = OpenTSLMProcessor.from_llm(job["llm"], use_chat_template=False)
     model = OpenTSLMForCausalLM.from_llm(job["llm"], processor, dtype=dtype, attn_implementation=job["attention"])
     model.set_trainable(encoder=True, projector=True, llm=False)
-    if job.get("gradient_checkpointing"):
+    if job["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     records = as_records(job["rows"])
     padding_free = job["variant"] == "packed"
@@ -173,7 +173,7 @@ def measure_ours(job: dict) -> dict:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_FRACTION * total), total)
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]
-    forward = torch.compile(model) if job.get("compile") else model  # compiled during the warm-up steps
+    forward = torch.compile(model) if job["compile"] else model  # compiled during the warm-up steps
     times, losses = [], []
     peak_ok = reset_peak_memory()
     for step in range(total):

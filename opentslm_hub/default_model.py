@@ -130,9 +130,8 @@ multiple-choice question by naming an option, then its letter (`downward trend (
 letter-first answers stayed at chance), but barely better than chance: 43% of the 30 held-out test questions, 35% of
 150 questions on other generated series (three options, chance 33%). Its stage-1 checkpoint read the series better
 (47% of those 150, and 33 of their 36 trend questions): the caption stage, whose captions often get the trend wrong,
-undid most of it. Its captions
-follow the training template and state the level and whether the series is periodic well; trend direction, counts,
-ranges and extrema are often wrong. It was not trained on chain-of-thought stages.
+undid most of it. Its captions follow the training template and state the level and whether the series is periodic
+well; trend direction, counts, ranges and extrema are often wrong. It was not trained on chain-of-thought stages.
 
 """
 EVALUATION_MARK = "<!-- held-out evaluation -->"

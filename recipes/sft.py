@@ -440,6 +440,7 @@ def validate_arguments(
 
 def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig, device: torch.device | str = "cpu"):
     dtype = resolve_dtype(model_args.dtype, device)
+    attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if script_args.init_from is not None:
         processor = OpenTSLMProcessor.from_pretrained(script_args.init_from)
         if processor.use_chat_template != script_args.use_chat_template:
@@ -450,7 +451,6 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig, d
                 script_args.use_chat_template,
             )
             processor.use_chat_template = script_args.use_chat_template
-        attention = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
         model = OpenTSLMForCausalLM.from_pretrained(script_args.init_from, dtype=dtype, **attention)
         if model.config.architecture != script_args.architecture:
             raise ValueError(
@@ -459,9 +459,7 @@ def build_model(script_args: OpenTSLMScriptArguments, model_args: ModelConfig, d
             )
     else:
         encoder_config = _as_dict(script_args.encoder_config)
-        llm_kwargs = {"dtype": dtype, "revision": model_args.model_revision}
-        if model_args.attn_implementation:
-            llm_kwargs["attn_implementation"] = model_args.attn_implementation
+        llm_kwargs = {"dtype": dtype, "revision": model_args.model_revision, **attention}
         llm = model_args.model_name_or_path
         processor = OpenTSLMProcessor.from_llm(
             llm,
