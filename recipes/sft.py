@@ -29,6 +29,7 @@ from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
 from opentslm_hub.offline_llm import hub_id_of
 from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION
 from recipes.collator import OpenTSLMDataCollator
+from recipes.losses import LOSS_WEIGHTINGS, count_samples, sample_mean_loss
 
 logger = logging.getLogger("recipes.sft")
 
@@ -127,6 +128,15 @@ class OpenTSLMScriptArguments(ScriptArguments):
         metadata={
             "help": "Records replayed from each replay data set per training record of this stage, drawn without "
             "replacement with data_seed; asking for more than a replay split holds is an error."
+        },
+    )
+    loss_weighting: str = field(
+        default="token",
+        metadata={
+            "help": "How the training loss weighs answers: 'token' (every answer token alike, as transformers and the "
+            "original do) or 'sample' (every sample alike, whatever its answer's length: short answers replayed "
+            "beside long ones keep their weight).",
+            "choices": list(LOSS_WEIGHTINGS),
         },
     )
     early_stopping_patience: int | None = field(
@@ -230,7 +240,8 @@ class OpenTSLMTrainer(SFTTrainer):
       of the LLM), each with its own learning rate (and optionally weight decay); the scheduler scales every group
       alike (warm-up, then linear decay).
     - Loss: the model's forward computes it, so the placeholder token stays out of the softmax exactly as in
-      generation (TRL's fused LM head would score the raw logits).
+      generation (TRL's fused LM head would score the raw logits). With `loss_weighting="sample"` the training loss
+      weighs every sample alike rather than every answer token (`recipes.losses`); evaluation losses stay per token.
     """
 
     def __init__(
@@ -238,10 +249,14 @@ class OpenTSLMTrainer(SFTTrainer):
         *args,
         group_learning_rates: dict[str, float],
         group_weight_decays: dict[str, float] | None = None,
+        loss_weighting: str = "token",
         **kwargs,
     ):
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}.")
         self.group_learning_rates = group_learning_rates
         self.group_weight_decays = group_weight_decays or {}
+        self.loss_weighting = loss_weighting
         super().__init__(*args, **kwargs)
 
     def create_model_card(self, *args, **kwargs):
@@ -279,7 +294,22 @@ class OpenTSLMTrainer(SFTTrainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.loss_weighting == "sample" and batch_samples:
+            # The loss divides by the samples of the whole optimiser step: all micro-batches and, when the trainer
+            # averages across devices, all processes.
+            num_items_in_batch = torch.tensor(sum(count_samples(batch) for batch in batch_samples), device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                num_items_in_batch = self.accelerator.gather(num_items_in_batch).sum()
+        return batch_samples, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_weighting == "sample" and model.training and self.label_smoother is None:
+            loss, outputs = sample_mean_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients of the processes
+            return (loss, outputs) if return_outputs else loss
         if not return_outputs and self.label_smoother is None and "labels" in inputs:
             # A training step needs the loss only: no logits outside the labelled positions.
             inputs = {**inputs, "skip_logits": True}
@@ -566,6 +596,7 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
             if script_args.weight_decay_cross_attention is not None
             else None
         ),
+        loss_weighting=script_args.loss_weighting,
     )
 
     resume = training_args.resume_from_checkpoint
