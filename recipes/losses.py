@@ -1,7 +1,7 @@
 """Per-sample loss weighting for the recipes' trainer.
 
 The causal-LM loss that transformers computes (and the original OpenTSLM trains with) averages over answer tokens: a
-200-token caption weighs 26 times a six-token multiple-choice answer. When a stage mixes the two, for example
+166-token caption weighs 26 times a six-token multiple-choice answer. When a stage mixes the two, for example
 replaying stage 1's questions beside stage 2's captions, the short answers barely move the model. With
 `loss_weighting: sample` every sample's answer counts as much as every other's: the loss is the mean over samples of
 each sample's mean token loss, over the whole optimiser step (all gradient-accumulation micro-batches and, with
