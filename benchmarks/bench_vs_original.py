@@ -431,8 +431,9 @@ def main() -> None:
     parser.add_argument(
         "--attention",
         default="sdpa",
-        choices=["eager", "sdpa"],
-        help="ours' attention (the original loads its LLM with eager: a little faster on CPU, far more memory)",
+        choices=["eager", "sdpa", "opentslm_varlen"],
+        help="ours' attention: opentslm_varlen computes each packed sample's attention on its own; the original "
+        "loads its LLM with eager (a little faster than sdpa on CPU, far more memory)",
     )
     parser.add_argument("--decode_tokens", type=int, default=0, help="time greedy decoding of this many tokens")
     parser.add_argument("--decode_reps", type=int, default=3)

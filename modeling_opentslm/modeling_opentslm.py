@@ -20,6 +20,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from .attention_opentslm import VARLEN_ATTENTION  # noqa: F401 (registers attn_implementation="opentslm_varlen")
 from .configuration_opentslm import OpenTSLMConfig, OpenTSLMEncoderConfig
 
 # Inputs that only the prefill needs: decode steps carry new text tokens only, so the series cost nothing there.

@@ -6,6 +6,7 @@ import pytest
 import torch
 from tiny import prompts, series_batch, tiny_opentslm, tiny_processor
 
+from modeling_opentslm.attention_opentslm import packed_sample_lengths, varlen_attention_forward
 from recipes.collator import IGNORE_INDEX, encode_with_answers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,7 +50,7 @@ def gradients(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "opentslm_varlen"])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_packed_loss_and_gradients_equal_padded(processor, family, attention):
     padded, packed = batches(processor)
@@ -70,7 +71,7 @@ def test_packed_loss_and_gradients_equal_padded(processor, family, attention):
             torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "opentslm_varlen"])
 def test_packed_attention_stays_within_each_sample(processor, attention):
     """Each sample's logits in the packed row equal its logits alone."""
     _, packed = batches(processor)
@@ -107,3 +108,50 @@ def test_flamingo_rejects_packed_batches():
     model = tiny_opentslm(processor, architecture="flamingo", cross_attention_every_n_layers=1)
     with pytest.raises(ValueError, match="SP variant only"):
         model(**packed)
+
+
+def test_varlen_sample_lengths():
+    assert packed_sample_lengths(torch.tensor([[0, 1, 2, 0, 1, 0]])) == [3, 2, 1]
+    assert packed_sample_lengths(torch.tensor([[0, 1, 2, 3]])) is None  # one sample: nothing to split
+    assert packed_sample_lengths(torch.tensor([[0, 1], [0, 1]])) is None  # rows of a padded batch
+    assert packed_sample_lengths(torch.tensor([[4, 5, 0, 1]])) is None  # a continuation, not a packed row
+    assert packed_sample_lengths(None) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_varlen_attention_equals_sdpa(dtype):
+    """Per sample, in both kernels (SDPA for fp32, matmul-softmax for bf16 on CPU), with grouped key/value heads."""
+    torch.manual_seed(0)
+    lengths = [5, 9, 3]
+    query = torch.randn(1, 4, sum(lengths), 8, dtype=dtype, requires_grad=True)
+    key, value = (torch.randn(1, 2, sum(lengths), 8, dtype=dtype, requires_grad=True) for _ in range(2))
+    position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+    module = torch.nn.Module()
+    out, weights = varlen_attention_forward(module, query, key, value, None, scaling=0.3, position_ids=position_ids)
+    assert weights is None and out.shape == (1, sum(lengths), 4, 8)
+    exact = [t.detach().double().requires_grad_() for t in (query, key, value)]  # the reference, in fp64
+    expected, start = [], 0
+    for n in lengths:
+        q, k, v = (t[:, :, start : start + n] for t in exact)
+        k, v = (t.repeat_interleave(2, dim=1) for t in (k, v))
+        expected.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3))
+        start += n
+    expected = torch.cat(expected, dim=-2).transpose(1, 2)
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(out.double(), expected, **tolerance)
+    grads = torch.autograd.grad(out.double().square().sum(), (query, key, value))
+    expected_grads = torch.autograd.grad(expected.square().sum(), exact)
+    for grad, reference in zip(grads, expected_grads):
+        torch.testing.assert_close(grad.double(), reference, **tolerance)
+
+
+def test_varlen_model_generates_as_sdpa(processor):
+    """Prefill (one sample, causal) and decoding with a KV cache (SDPA's path) give the same tokens."""
+    batch = series_batch()[:1]
+    inputs = processor(text=prompts(processor, batch), time_series=batch, return_tensors="pt")
+    model = tiny_opentslm(processor)
+    tokens = {}
+    for attention in ("sdpa", "opentslm_varlen"):
+        model.set_attn_implementation(attention)
+        tokens[attention] = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert tokens["sdpa"].tolist() == tokens["opentslm_varlen"].tolist()
