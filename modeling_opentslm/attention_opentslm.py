@@ -40,7 +40,9 @@ def _repeat_kv(states: torch.Tensor, heads: int) -> torch.Tensor:
     batch, kv_heads, length, dim = states.shape
     if kv_heads == heads:
         return states
-    return states[:, :, None].expand(batch, kv_heads, heads // kv_heads, length, dim).reshape(batch, heads, length, dim)
+    return (
+        states[:, :, None].expand(batch, kv_heads, heads // kv_heads, length, dim).reshape(batch, heads, length, dim)
+    )
 
 
 def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
