@@ -119,20 +119,20 @@ model, processor = load()
 ```
 
 Reproduce it: `python -m opentslm_hub.default_model train --stages stage1 stage2` (stages 1-2 of
-`recipes/configs/smollm2-135m-default`, 300 + 145 steps, bf16 where the CPU computes it natively; about 70 minutes on
-2 CPU cores with avx512_bf16), then `python -m opentslm_hub.default_model export
-outputs/smollm2-135m-default/stage2/best` and `python -m opentslm_hub.default_model evaluate --stages stage1 stage2`.
-Its data: the offline sets `tsqa_synthetic` (synthetic series, multiple-choice questions; 3,000 generated with seed 7,
-other series than the held-out test split's) and `captions_bundled` (windows of real series shipped by PyPI packages,
-captions written from their computed features), with 290 stage-1 questions replayed during stage 2 and every record
-weighing alike in its loss (`loss_weighting: sample`; per token, a 166-token caption outweighs a 6-token answer 26
-times); the held-out test splits below were never trained on. It is small and briefly trained: a demonstration model,
-not a tool. It answers a multiple-choice question by naming an option, then its letter (`downward trend (b)`; trained
-in that form, since letter-first answers stayed at chance): 60% of the 30 held-out test questions and 50% of 150
-questions on other generated series (three options, chance 33%), where it reads trend well (34 of 36) and the
-other question types (volatility, noise, outliers, seasonality) little better than chance. Its captions follow the training template and state the
-level and whether the series is periodic well; trend direction, counts, ranges and extrema are often wrong. It was not
-trained on chain-of-thought stages.
+`recipes/configs/smollm2-135m-default`, 300 + 145 steps, bf16 where the CPU computes it natively; about 70 minutes on 2
+CPU cores with avx512_bf16), then `python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage2/best`
+and `python -m opentslm_hub.default_model evaluate --stages stage1 stage2`. Its data: the offline sets `tsqa_synthetic`
+(synthetic series, multiple-choice questions; 3,000 generated with seed 7, other series than the held-out test split's)
+and `captions_bundled` (windows of real series shipped by PyPI packages, captions written from their computed features),
+with 290 stage-1 questions replayed during stage 2 and every record weighing alike in its loss (`loss_weighting:
+sample`; per token, a 166-token caption outweighs a 6-token answer 26 times); the held-out test splits below were never
+trained on. It is small and briefly trained: a demonstration model, not a tool. It answers a multiple-choice question by
+naming an option, then its letter (`downward trend (b)`; trained in that form, since letter-first answers stayed at
+chance): 60% of the 30 held-out test questions and 50% of 150 questions on other generated series (three options, chance
+33%), where it reads trend well (34 of 36) and the other question types (volatility, noise, outliers, seasonality)
+little better than chance. Its captions follow the training template and state the level and whether the series is
+periodic well; trend direction, counts, ranges and extrema are often wrong. It was not trained on chain-of-thought
+stages.
 
 """
 EVALUATION_MARK = "<!-- held-out evaluation -->"
