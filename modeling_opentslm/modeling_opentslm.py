@@ -20,6 +20,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from .activations_opentslm import use_lean_activations
 from .attention_opentslm import VARLEN_ATTENTION  # noqa: F401 (registers attn_implementation="opentslm_varlen")
 from .configuration_opentslm import OpenTSLMConfig, OpenTSLMEncoderConfig
 
@@ -415,6 +416,7 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
         self.language_model = AutoModel.from_config(config.text_config)
         if config.lora is not None:
             inject_lora(self.language_model, config.lora)
+        use_lean_activations(self.language_model)
         self.attach_cross_attention()
         self.post_init()
 
@@ -948,6 +950,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             setattr(model.model, name, module.to(llm.device))
             for submodule in module.modules():
                 model._init_weights(submodule)
+        use_lean_activations(model.model.language_model)
         model.model.attach_cross_attention()
         model.generation_config = llm.generation_config
         return model
