@@ -8,12 +8,19 @@ sum of the squared sample lengths instead of the square of their total, and no `
 for the backward pass.
 
 Each sample's attention runs on PyTorch's SDPA kernel, except for bf16/fp16 on CPU, where a matmul-softmax-matmul is
-faster (PyTorch's CPU flash kernel has a slow half-precision backward). Everything else (padded batches, decoding
-with a KV cache, attention dropout, sliding windows, soft-capping) goes to transformers' SDPA path unchanged, so the
-model behaves as with `attn_implementation="sdpa"`.
+faster (PyTorch's CPU flash kernel has a slow half-precision backward); that one keeps only queries, keys and values
+for the backward pass and recomputes the probabilities there. Grouped key/value heads are never repeated.
+
+The same function serves OpenTSLM's two-pass training forward through a frozen LLM (`FrozenPrefix`): the prompt
+prefixes without gradients first, then the rest of each sample attending to its own prefix's keys and values.
+
+Everything else (padded batches, decoding with a KV cache, attention dropout, sliding windows, soft-capping) goes to
+transformers' SDPA path unchanged, so the model behaves as with `attn_implementation="sdpa"`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,26 +43,108 @@ def packed_sample_lengths(position_ids: torch.Tensor | None) -> list[int] | None
     return [end - start for start, end in zip(bounds, bounds[1:])]
 
 
-def _repeat_kv(states: torch.Tensor, heads: int) -> torch.Tensor:
-    batch, kv_heads, length, dim = states.shape
-    if kv_heads == heads:
-        return states
-    return (
-        states[:, :, None].expand(batch, kv_heads, heads // kv_heads, length, dim).reshape(batch, heads, length, dim)
-    )
+def _future(query_length: int, key_length: int, device) -> torch.Tensor:
+    """True where a query may not look: the queries are the last `query_length` of the `key_length` positions."""
+    return torch.ones(query_length, key_length, dtype=torch.bool, device=device).triu(1 + key_length - query_length)
+
+
+class _HalfCausalAttention(torch.autograd.Function):
+    """Causal attention by matmul-softmax-matmul that keeps only query, key and value for the backward pass and
+    recomputes the probabilities there: the `(heads, length, length)` probabilities (fp32 out of the softmax and
+    their bf16 copy) are the largest activations of a training step otherwise. Grouped key/value heads are not
+    repeated: the query heads that share a key/value head are laid out as one longer block of rows against it."""
+
+    @staticmethod
+    def _probabilities(grouped_query, key, scaling, query_length):
+        key_length = key.shape[-2]
+        scores = torch.matmul(grouped_query, key.transpose(-1, -2)).mul_(scaling)
+        future = _future(query_length, key_length, key.device)
+        scores.view(*scores.shape[:2], -1, query_length, key_length).masked_fill_(
+            future, torch.finfo(scores.dtype).min
+        )
+        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+    @staticmethod
+    def forward(ctx, query, key, value, scaling):
+        batch, heads, length, dim = query.shape
+        grouped_query = query.reshape(batch, key.shape[1], -1, dim)
+        probabilities = _HalfCausalAttention._probabilities(grouped_query, key, scaling, length).to(query.dtype)
+        ctx.save_for_backward(grouped_query, key, value)
+        ctx.scaling, ctx.query_shape = scaling, query.shape
+        return torch.matmul(probabilities, value).view(batch, heads, length, dim)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grouped_query, key, value = ctx.saved_tensors
+        probabilities = _HalfCausalAttention._probabilities(grouped_query, key, ctx.scaling, ctx.query_shape[-2])
+        grad_output = grad_output.reshape(grouped_query.shape)
+        grad_value = torch.matmul(probabilities.to(value.dtype).transpose(-1, -2), grad_output)
+        grad_probabilities = torch.matmul(grad_output, value.transpose(-1, -2)).float()
+        # softmax backward, then the scale (masked entries have probability 0, so their gradient is 0)
+        grad_scores = grad_probabilities.sub_((grad_probabilities * probabilities).sum(-1, keepdim=True))
+        grad_scores = grad_scores.mul_(probabilities).mul_(ctx.scaling).to(grouped_query.dtype)
+        grad_query = torch.matmul(grad_scores, key).view(ctx.query_shape)
+        grad_key = torch.matmul(grad_scores.transpose(-1, -2), grouped_query)
+        return grad_query, grad_key, grad_value, None
 
 
 def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Causal self-attention, `(batch, heads, length, dim)` in and out; keys and values may have fewer heads."""
-    key, value = _repeat_kv(key, query.shape[1]), _repeat_kv(value, query.shape[1])
+    """Causal attention, `(batch, heads, length, dim)` in and out; keys and values may have fewer heads, and more
+    positions than the queries: the queries are then the last positions of the keys (they continue a prefix)."""
     if query.device.type != "cpu" or query.dtype == torch.float32:
-        return nn.functional.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling)
-    length = query.shape[-2]
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    future = torch.ones(length, length, dtype=torch.bool, device=query.device).triu(1)
-    scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    return torch.matmul(weights, value)
+        query_length, key_length = query.shape[-2], key.shape[-2]
+        mask = None if query_length == key_length else ~_future(query_length, key_length, query.device)
+        return nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, is_causal=mask is None, scale=scaling, enable_gqa=True
+        )
+    return _HalfCausalAttention.apply(query, key, value, scaling)
+
+
+FROZEN_PREFIX_KWARG = "opentslm_frozen_prefix"
+
+
+@dataclass
+class FrozenPrefix:
+    """Samples split into a prompt prefix that no trainable parameter reaches and the rest, for a training forward
+    through a frozen LLM in two passes (see `OpenTSLMModel`): first the prefixes of all samples, laid end to end and
+    without gradients, keeping each layer's keys and values; then the rests, each sample's queries attending to its
+    own prefix's keys and values and causally to its own rest. Passed to the attention function as the keyword
+    argument `opentslm_frozen_prefix`."""
+
+    prefix_lengths: list[int]
+    rest_lengths: list[int]
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+    attending: bool = False
+
+    def attention(self, module: nn.Module, query, key, value, scaling: float) -> torch.Tensor:
+        if not self.attending:  # the prefixes: per-sample causal attention, keeping keys and values
+            self.keys[module.layer_idx], self.values[module.layer_idx] = key, value
+            return _per_sample(query, key, value, self.prefix_lengths, scaling)
+        prefix_keys = self.keys[module.layer_idx].split(self.prefix_lengths, -2)
+        prefix_values = self.values[module.layer_idx].split(self.prefix_lengths, -2)
+        outputs = []
+        for q, k, v, prefix_k, prefix_v in zip(
+            query.split(self.rest_lengths, -2),
+            key.split(self.rest_lengths, -2),
+            value.split(self.rest_lengths, -2),
+            prefix_keys,
+            prefix_values,
+        ):
+            if q.shape[-2]:
+                outputs.append(
+                    causal_attention(q, torch.cat([prefix_k, k], -2), torch.cat([prefix_v, v], -2), scaling)
+                )
+        return torch.cat(outputs, dim=-2)
+
+
+def _per_sample(query, key, value, lengths: list[int], scaling: float) -> torch.Tensor:
+    outputs = [
+        causal_attention(q, k, v, scaling)
+        for q, k, v in zip(query.split(lengths, -2), key.split(lengths, -2), value.split(lengths, -2))
+        if q.shape[-2]
+    ]
+    return torch.cat(outputs, dim=-2)
 
 
 def varlen_attention_forward(
@@ -70,6 +159,7 @@ def varlen_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: query `(batch, heads, q_len, dim)`, key and value `(batch,
     kv_heads, kv_len, dim)`; returns `(batch, q_len, heads, dim)` and no attention weights."""
+    frozen_prefix = kwargs.get(FROZEN_PREFIX_KWARG)
     special = (
         dropout > 0
         or not getattr(module, "is_causal", True)
@@ -79,16 +169,19 @@ def varlen_attention_forward(
         or query.shape[-2] != key.shape[-2]  # decoding with a KV cache
     )
     if special:
+        if frozen_prefix is not None:
+            raise ValueError(
+                f"A frozen-prefix forward needs plain causal attention; layer {getattr(module, 'layer_idx', '?')} "
+                "has dropout, a sliding window, soft-capping or a KV cache."
+            )
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if frozen_prefix is not None:  # the mask transformers built says nothing the sample lengths do not
+        return frozen_prefix.attention(module, query, key, value, scaling).transpose(1, 2).contiguous(), None
     lengths = packed_sample_lengths(kwargs.get("position_ids"))
     if lengths is not None and sum(lengths) == query.shape[-2]:
         # The block-diagonal mask built for this row says nothing the sample lengths do not.
-        outputs = [
-            causal_attention(q, k, v, scaling)
-            for q, k, v in zip(query.split(lengths, -2), key.split(lengths, -2), value.split(lengths, -2))
-        ]
-        return torch.cat(outputs, dim=-2).transpose(1, 2).contiguous(), None
+        return _per_sample(query, key, value, lengths, scaling).transpose(1, 2).contiguous(), None
     if attention_mask is not None:  # padding
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     return causal_attention(query, key, value, scaling).transpose(1, 2).contiguous(), None

@@ -21,7 +21,12 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .activations_opentslm import use_lean_activations
-from .attention_opentslm import VARLEN_ATTENTION  # noqa: F401 (registers attn_implementation="opentslm_varlen")
+from .attention_opentslm import (  # registers attn_implementation="opentslm_varlen"
+    FROZEN_PREFIX_KWARG,
+    VARLEN_ATTENTION,
+    FrozenPrefix,
+    packed_sample_lengths,
+)
 from .configuration_opentslm import OpenTSLMConfig, OpenTSLMEncoderConfig
 
 # Inputs that only the prefill needs: decode steps carry new text tokens only, so the series cost nothing there.
@@ -680,6 +685,12 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
             position_ids = position_ids[:, past_length : past_length + inputs_embeds.shape[1]]
 
+        if self._frozen_prefix_applies(
+            input_ids, inputs_embeds, attention_mask, position_ids, past_key_values, kwargs
+        ):
+            hidden_states = self._forward_frozen_prefix(input_ids, inputs_embeds, attention_mask, position_ids, kwargs)
+            if hidden_states is not None:
+                return OpenTSLMModelOutputWithPast(last_hidden_state=hidden_states, time_series_hidden_states=features)
         kwargs[CACHE_NAME] = past_key_values
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -702,6 +713,79 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
             time_series_hidden_states=features,
             media_cache=media.cache if media is not None else None,
         )
+
+    def _frozen_prefix_applies(self, input_ids, inputs_embeds, attention_mask, position_ids, past_key_values, kwargs):
+        """Whether this forward can run the prompt prefixes (everything before each sample's first series) without
+        gradients: SP, training a part before the LLM through a frozen LLM, with `opentslm_varlen` attention on
+        plain causal layers, and nothing asked for that the two-pass forward does not give (cache, hidden states,
+        attention weights)."""
+        text_config = self.config.text_config
+        return (
+            not self.is_flamingo
+            and input_ids is not None
+            and torch.is_grad_enabled()
+            and inputs_embeds.requires_grad
+            and past_key_values is None
+            and (attention_mask is None or attention_mask.ndim == 2)
+            and self.language_model.config._attn_implementation == VARLEN_ATTENTION
+            and not (kwargs.get("output_hidden_states") or kwargs.get("output_attentions"))
+            and not getattr(text_config, "attention_dropout", 0.0)
+            and getattr(text_config, "attn_logit_softcapping", None) is None
+            and all(kind == "full_attention" for kind in getattr(text_config, "layer_types", None) or ())
+            and (
+                getattr(text_config, "sliding_window", None) is None
+                or not getattr(text_config, "use_sliding_window", True)
+            )
+            and not any(parameter.requires_grad for parameter in self.language_model.parameters())
+        )
+
+    def _forward_frozen_prefix(self, input_ids, inputs_embeds, attention_mask, position_ids, kwargs):
+        """The LLM's last hidden states, computed in two passes: the prompt prefixes of all samples without
+        gradients (no trainable parameter reaches them: the LLM is frozen and the series come later), then the rest
+        of each sample, attending to its prefix's keys and values. Same values as one pass; the prefixes keep no
+        activations for the backward pass and take no part in it. Padding positions get zeros. None when no sample
+        has a prefix."""
+        batch, length, width = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device).expand(batch, length)
+        rows = torch.arange(batch * length, device=inputs_embeds.device).view(batch, length)
+        if attention_mask is not None:
+            samples = [row[mask.bool()] for row, mask in zip(rows, attention_mask)]
+        elif (lengths := packed_sample_lengths(position_ids)) is not None:
+            samples = list(rows[0].split(lengths))
+        else:
+            samples = list(rows)
+        is_series = (input_ids == self.config.ts_token_id).flatten()
+        prefixes, rests = [], []
+        for sample in samples:
+            series = is_series[sample].nonzero()
+            cut = int(series[0]) if len(series) else len(sample)
+            prefixes.append(sample[:cut])
+            rests.append(sample[cut:])
+        plan = FrozenPrefix([len(p) for p in prefixes], [len(r) for r in rests])
+        if not sum(plan.prefix_lengths):
+            return None
+        embeds, positions = inputs_embeds.reshape(batch * length, width), position_ids.reshape(batch * length)
+        prefix, rest = torch.cat(prefixes), torch.cat(rests)
+        kwargs = {**kwargs, FROZEN_PREFIX_KWARG: plan, CACHE_NAME: None}
+        with torch.no_grad():
+            prefix_states = self.language_model(
+                inputs_embeds=embeds[prefix][None], position_ids=positions[prefix][None], use_cache=False, **kwargs
+            ).last_hidden_state
+        layers = self.config.text_config.num_hidden_layers
+        if len(plan.keys) != layers:
+            raise RuntimeError(
+                f"Only {len(plan.keys)} of {layers} layers of {type(self.language_model).__name__} saw the frozen "
+                "prefix: it does not pass keyword arguments on to its attention. Train with "
+                "attn_implementation='sdpa' instead."
+            )
+        plan.attending = True
+        rest_states = self.language_model(
+            inputs_embeds=embeds[rest][None], position_ids=positions[rest][None], use_cache=False, **kwargs
+        ).last_hidden_state
+        states = rest_states.new_zeros(batch * length, rest_states.shape[-1])
+        states = states.index_copy(0, torch.cat([prefix, rest]), torch.cat([prefix_states[0], rest_states[0]]))
+        return states.view(batch, length, -1)
 
 
 class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
