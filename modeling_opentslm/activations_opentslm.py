@@ -129,3 +129,65 @@ def use_lean_activations(language_model: nn.Module) -> int:
             module.forward = MethodType(_lean_swiglu_forward, module)
             changed += 1
     return changed
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """The summed cross-entropy of `hidden @ weight.T` against `labels`, a block of rows at a time: each block's
+    logits are made, scored and differentiated in the forward pass and dropped, so neither the full-vocabulary
+    logits nor their log-softmax are kept; the backward pass only scales the gradients found there."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, masked_token, block_rows):
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], block_rows):
+            rows, targets = hidden[start : start + block_rows], labels[start : start + block_rows]
+            logits = F.linear(rows, weight)
+            if masked_token is not None:
+                logits[:, masked_token] = torch.finfo(logits.dtype).min
+            logits = logits.float()
+            log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
+            loss += (log_norm.squeeze(-1) - logits.gather(-1, targets[:, None]).squeeze(-1)).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            grad_logits = logits.sub_(log_norm).exp_()  # softmax, in place of the logits
+            grad_logits[torch.arange(len(targets), device=targets.device), targets] -= 1
+            if masked_token is not None:  # overwritten, so it takes no gradient
+                grad_logits[:, masked_token] = 0
+            grad_logits = grad_logits.to(rows.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + block_rows] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += (grad_logits.t() @ rows).float()
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight) if g is not None))
+        ctx.has, ctx.weight_dtype = (grad_hidden is not None, grad_weight is not None), weight.dtype
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        saved = iter(ctx.saved_tensors)
+        grad_hidden = next(saved) * grad_loss if ctx.has[0] else None
+        grad_weight = (next(saved) * grad_loss).to(ctx.weight_dtype) if ctx.has[1] else None
+        return grad_hidden, grad_weight, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    masked_token: int | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    block_bytes: int = 8 * 2**20,
+) -> torch.Tensor:
+    """transformers' causal-LM loss (`ForCausalLMLoss`: fp32 cross-entropy, summed and divided by
+    `num_items_in_batch`, or the mean) of the logits `hidden @ weight.T`, where `hidden` holds only rows with a label
+    and `masked_token`'s logit is set to the lowest value first, computed without keeping the logits."""
+    block_rows = max(1, block_bytes // (4 * weight.shape[0]))
+    loss = _LinearCrossEntropy.apply(hidden, weight, labels, masked_token, block_rows)
+    if num_items_in_batch is None:
+        return loss / labels.numel()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch

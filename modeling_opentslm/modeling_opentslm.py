@@ -18,9 +18,10 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .activations_opentslm import use_lean_activations
+from .activations_opentslm import linear_cross_entropy, use_lean_activations
 from .attention_opentslm import (  # registers attn_implementation="opentslm_varlen"
     FROZEN_PREFIX_KWARG,
     VARLEN_ATTENTION,
@@ -880,14 +881,24 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             # Position t predicts labels[t + 1]; only those with a label go through the head.
             shift_labels = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
             labelled = shift_labels != -100
-            logits = self._mask_placeholder(self.lm_head(hidden_states[labelled]))
-            loss = self.loss_function(
-                logits=logits,
-                labels=None,
-                shift_labels=shift_labels[labelled],
-                vocab_size=self.config.text_config.vocab_size,
-                **kwargs,
-            )
+            if self._loss_without_logits():
+                # The same loss without keeping the labelled rows' full-vocabulary logits for the backward pass.
+                loss = linear_cross_entropy(
+                    hidden_states[labelled],
+                    self.lm_head.weight,
+                    shift_labels[labelled],
+                    masked_token=self._masked_token(self.lm_head.weight.shape[0]),
+                    num_items_in_batch=kwargs.get("num_items_in_batch"),
+                )
+            else:
+                logits = self._mask_placeholder(self.lm_head(hidden_states[labelled]))
+                loss = self.loss_function(
+                    logits=logits,
+                    labels=None,
+                    shift_labels=shift_labels[labelled],
+                    vocab_size=self.config.text_config.vocab_size,
+                    **kwargs,
+                )
             return OpenTSLMCausalLMOutputWithPast(
                 loss=loss,
                 **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
@@ -918,15 +929,30 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             media_cache=outputs.media_cache,
         )
 
-    def _mask_placeholder(self, logits: torch.Tensor) -> torch.Tensor:
+    def _loss_without_logits(self) -> bool:
+        """Whether the labelled rows' loss can skip the logits (`linear_cross_entropy`): transformers' causal-LM
+        loss on a plain linear head whose whole weight is here (not sharded by DeepSpeed ZeRO-3 or FSDP)."""
+        head = self.lm_head
+        return (
+            self.loss_function is ForCausalLMLoss
+            and isinstance(head, nn.Linear)
+            and head.bias is None
+            and not hasattr(head.weight, "ds_id")
+            and type(head.weight.data) is torch.Tensor
+            and tuple(head.weight.shape) == (head.out_features, head.in_features)
+        )
+
+    def _masked_token(self, vocab_size: int) -> int | None:
         """The placeholder marks where series go; it is never a word the model may say. A converted original
         OpenTSLM-Flamingo keeps the original's behaviour: its `<image>` token is an ordinary logit there."""
-        if (
-            self.config.ts_token_id is not None
-            and self.config.ts_token_id < logits.shape[-1]
-            and self.config.media_attention != "original"
-        ):
-            logits[..., self.config.ts_token_id] = torch.finfo(logits.dtype).min
+        token = self.config.ts_token_id
+        if token is None or token >= vocab_size or self.config.media_attention == "original":
+            return None
+        return token
+
+    def _mask_placeholder(self, logits: torch.Tensor) -> torch.Tensor:
+        if (token := self._masked_token(logits.shape[-1])) is not None:
+            logits[..., token] = torch.finfo(logits.dtype).min
         return logits
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):

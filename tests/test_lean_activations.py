@@ -133,3 +133,53 @@ def test_opentslm_models_use_lean_activations():
     for (name, p), q in zip(reference.named_parameters(), model.parameters()):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("num_items_in_batch", [None, 7, torch.tensor(9)])
+def test_linear_cross_entropy_equals_the_causal_lm_loss(dtype, num_items_in_batch):
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from modeling_opentslm.activations_opentslm import linear_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(11, 16, dtype=dtype, requires_grad=True)
+    weight = (torch.randn(40, 16) / 4).to(dtype).requires_grad_()
+    labels = torch.randint(0, 40, (11,))
+    labels[3] = 5  # the masked token as a label: its overwritten logit takes no gradient
+    expected = ForCausalLMLoss(
+        _masked(torch.nn.functional.linear(hidden, weight), 5),
+        None,
+        vocab_size=40,
+        shift_labels=labels,
+        num_items_in_batch=num_items_in_batch,
+    )
+    expected_grads = torch.autograd.grad(expected, (hidden, weight))
+    loss = linear_cross_entropy(
+        hidden, weight, labels, masked_token=5, num_items_in_batch=num_items_in_batch, block_bytes=4 * 40 * 4
+    )  # blocks of 4 rows
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=2e-2)
+    torch.testing.assert_close(loss, expected, **tolerance)
+    for grad, reference in zip(grads, expected_grads):
+        assert grad.dtype == reference.dtype
+        torch.testing.assert_close(grad, reference, **tolerance)
+
+
+def _masked(logits, token):
+    logits = logits.clone()
+    logits[:, token] = torch.finfo(logits.dtype).min
+    return logits
+
+
+def test_linear_cross_entropy_keeps_no_logits():
+    from modeling_opentslm.activations_opentslm import linear_cross_entropy
+
+    hidden = torch.randn(64, 16, requires_grad=True)
+    weight = torch.randn(1000, 16)
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        loss = linear_cross_entropy(hidden, weight, torch.randint(0, 1000, (64,)))
+    assert shapes == [(64, 16)]  # the gradient of the rows, nothing vocabulary-sized
+    loss.backward()
+    assert hidden.grad.shape == (64, 16)
