@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ STAGE_TASKS = {
     "stage4": "sleep staging with chain of thought",
     "stage5": "ECG question answering with chain of thought",
 }
+logger = logging.getLogger(__name__)
 LICENSES = {"smollm": "apache-2.0", "qwen": "apache-2.0", "llama-3.2": "llama3.2", "gemma": "gemma"}
 
 
@@ -61,6 +63,14 @@ def lineage(folder: Path) -> list[dict[str, Any]]:
         seen.add(current.resolve())
         info = _read_json(current / STAGE_INFO_FILE)
         if info is None:
+            if chain:
+                logger.warning(
+                    "%s started from %s, which has no %s (not a recipe output, or moved or renamed since): the lineage starts at %s.",
+                    chain[-1].get("stage", "a stage"),
+                    current,
+                    STAGE_INFO_FILE,
+                    chain[-1].get("stage", "that stage"),
+                )
             break
         chain.append(info)
         current = _resolve_init_from(current, info)

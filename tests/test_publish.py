@@ -211,3 +211,13 @@ def test_lineage_follows_paths_relative_to_where_the_curriculum_ran(tmp_path, mo
         (best / "stage_info.json").write_text(json.dumps(info))
     monkeypatch.chdir(tmp_path)  # not the run's root
     assert [info["stage"] for info in lineage(run / "outputs" / "demo" / "stage2" / "best")] == ["stage1", "stage2"]
+
+
+def test_lineage_warns_when_an_earlier_stage_is_not_found(tmp_path, caplog):
+    best = tmp_path / "moved" / "stage2" / "best"
+    best.mkdir(parents=True)
+    info = {"stage": "stage2", "init_from": "outputs/demo/stage1/best", "best_model": "outputs/demo/stage2/best"}
+    (best / "stage_info.json").write_text(json.dumps(info))
+    with caplog.at_level("WARNING", logger="opentslm_hub.publish"):
+        assert [info["stage"] for info in lineage(best)] == ["stage2"]
+    assert "stage2 started from outputs/demo/stage1/best, which has no stage_info.json" in caplog.text
