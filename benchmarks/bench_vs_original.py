@@ -6,9 +6,10 @@ hit both alike. Every side runs the original trainer's loop body (zero_grad, los
 step, linear warm-up scheduler step) with the original's optimiser groups (encoder 2e-4, projector 1e-4, weight decay
 0.01), and measures the median step time and the peak resident memory of the training phase (VmHWM, reset just before
 training). Ours runs the recipes' training path: padding-free batches (`padding_free: true`) and the loss from the
-labelled positions only (`skip_logits`), with `opentslm_varlen` attention: each packed sample's attention on its own
-(`--attention sdpa` or `eager` compute the whole packed row's; eager, as the original's LLM, keeps every layer's
-attention weights, up to twice the peak memory on packed rows).
+labelled positions only (`skip_logits`, without keeping their logits), with `opentslm_varlen` attention: each packed
+sample's attention on its own, and the prompt text before each sample's series in a first pass without gradients, the
+LLM being frozen (`--attention sdpa` or `eager` compute the whole packed row's in one pass; eager, as the original's
+LLM, keeps every layer's attention weights, up to twice the peak memory on packed rows).
 
     # ours only (ratios to the original are then reported as missing)
     python benchmarks/bench_vs_original.py

@@ -336,6 +336,8 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, assets):
 @pytest.mark.slow
 def test_two_process_cpu_ddp_equals_one_process(tmp_path, assets):
     common = dict(
+        attn_implementation="opentslm_varlen",  # with the LLM frozen: the two-pass forward under DDP too
+        train_llm=False,
         eval_strategy="no",
         load_best_model_at_end=False,
         early_stopping_patience=None,
