@@ -11,6 +11,7 @@ from .compat_opentslm import CACHE_NAME  # first: stops a too-old transformers c
 
 # isort: split
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -769,7 +770,9 @@ class OpenTSLMModel(OpenTSLMPreTrainedModel):
         embeds, positions = inputs_embeds.reshape(batch * length, width), position_ids.reshape(batch * length)
         prefix, rest = torch.cat(prefixes), torch.cat(rests)
         kwargs = {**kwargs, FROZEN_PREFIX_KWARG: plan, CACHE_NAME: None}
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # reentrant gradient checkpointing would warn that this pass has no inputs requiring grad: none should
+            warnings.filterwarnings("ignore", message="None of the inputs have requires_grad")
             prefix_states = self.language_model(
                 inputs_embeds=embeds[prefix][None], position_ids=positions[prefix][None], use_cache=False, **kwargs
             ).last_hidden_state

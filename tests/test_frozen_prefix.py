@@ -118,3 +118,20 @@ def test_not_used_when_the_llm_trains_or_outputs_are_asked_for(processor, frozen
     out = model(**inputs, output_hidden_states=True)
     assert len(out.hidden_states) == model.config.text_config.num_hidden_layers + 1
     assert frozen_prefix_runs == []
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_with_gradient_checkpointing(processor, frozen_prefix_runs, use_reentrant, recwarn):
+    inputs = batch_inputs(processor, "packed")
+    model = tiny_opentslm(processor).float().train()
+    model.set_trainable(encoder=True, projector=True, llm=False)
+    model.set_attn_implementation("sdpa")
+    reference_loss, reference_grads = loss_and_gradients(model, inputs)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.set_attn_implementation("opentslm_varlen")
+    loss, grads = loss_and_gradients(model, inputs)
+    assert frozen_prefix_runs == [True]
+    torch.testing.assert_close(loss, reference_loss, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]
