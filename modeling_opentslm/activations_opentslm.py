@@ -137,7 +137,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     logits nor their log-softmax are kept; the backward pass only scales the gradients found there."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, masked_token, block_rows):
+    def forward(ctx, hidden, weight, labels, row_weights, masked_token, block_rows):
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
@@ -148,13 +148,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 logits[:, masked_token] = torch.finfo(logits.dtype).min
             logits = logits.float()
             log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
-            loss += (log_norm.squeeze(-1) - logits.gather(-1, targets[:, None]).squeeze(-1)).sum()
+            row_loss = log_norm.squeeze(-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+            scale = None if row_weights is None else row_weights[start : start + block_rows].float()
+            loss += (row_loss if scale is None else row_loss * scale).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
             grad_logits = logits.sub_(log_norm).exp_()  # softmax, in place of the logits
             grad_logits[torch.arange(len(targets), device=targets.device), targets] -= 1
             if masked_token is not None:  # overwritten, so it takes no gradient
                 grad_logits[:, masked_token] = 0
+            if scale is not None:
+                grad_logits.mul_(scale[:, None])
             grad_logits = grad_logits.to(rows.dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + block_rows] = grad_logits @ weight
@@ -170,7 +174,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         grad_hidden = next(saved) * grad_loss if ctx.has[0] else None
         grad_weight = (next(saved) * grad_loss).to(ctx.weight_dtype) if ctx.has[1] else None
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -179,13 +183,17 @@ def linear_cross_entropy(
     labels: torch.Tensor,
     masked_token: int | None = None,
     num_items_in_batch: torch.Tensor | int | None = None,
+    row_weights: torch.Tensor | None = None,
     block_bytes: int = 8 * 2**20,
 ) -> torch.Tensor:
     """transformers' causal-LM loss (`ForCausalLMLoss`: fp32 cross-entropy, summed and divided by
     `num_items_in_batch`, or the mean) of the logits `hidden @ weight.T`, where `hidden` holds only rows with a label
-    and `masked_token`'s logit is set to the lowest value first, computed without keeping the logits."""
+    and `masked_token`'s logit is set to the lowest value first, computed without keeping the logits. With
+    `row_weights` (one per row) the loss is the weighted sum of the rows' losses instead."""
     block_rows = max(1, block_bytes // (4 * weight.shape[0]))
-    loss = _LinearCrossEntropy.apply(hidden, weight, labels, masked_token, block_rows)
+    loss = _LinearCrossEntropy.apply(hidden, weight, labels, row_weights, masked_token, block_rows)
+    if row_weights is not None:
+        return loss
     if num_items_in_batch is None:
         return loss / labels.numel()
     if torch.is_tensor(num_items_in_batch):

@@ -849,6 +849,7 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         skip_logits: bool = False,
+        label_weights: torch.Tensor | None = None,
         **kwargs,
     ) -> OpenTSLMCausalLMOutputWithPast:
         r"""
@@ -862,9 +863,14 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             With `labels`: run the LM head only on the positions that predict a label and return the loss without
             `logits`. The loss is the same; training saves the full-vocabulary logits of every prompt and series
             position (the recipes' trainer sets it).
+        label_weights (`torch.FloatTensor` of the shape of `labels`, *optional*):
+            With `skip_logits`: the loss is the sum over labels of each label's weight times its token loss, instead
+            of their mean (the recipes' `loss_weighting: sample` weighs every sample's answer alike with it).
         """
         if skip_logits and labels is None:
             raise ValueError("skip_logits=True needs labels: without them there is nothing to compute.")
+        if label_weights is not None and (not skip_logits or label_weights.shape != labels.shape):
+            raise ValueError("label_weights needs skip_logits=True and the shape of labels.")
         if (cache := kwargs.pop("cache", None)) is not None:  # the KV cache's name from transformers 5.24 on
             past_key_values = cache
         outputs = self.model(
@@ -884,6 +890,9 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             # Position t predicts labels[t + 1]; only those with a label go through the head.
             shift_labels = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].to(hidden_states.device)
             labelled = shift_labels != -100
+            weights = None
+            if label_weights is not None:
+                weights = nn.functional.pad(label_weights, (0, 1))[..., 1:].to(hidden_states.device)[labelled]
             if self._loss_without_logits():
                 # The same loss without keeping the labelled rows' full-vocabulary logits for the backward pass.
                 loss = linear_cross_entropy(
@@ -892,7 +901,12 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
                     shift_labels[labelled],
                     masked_token=self._masked_token(self.lm_head.weight.shape[0]),
                     num_items_in_batch=kwargs.get("num_items_in_batch"),
+                    row_weights=weights,
                 )
+            elif weights is not None:
+                logits = self._mask_placeholder(self.lm_head(hidden_states[labelled])).float()
+                token_loss = nn.functional.cross_entropy(logits, shift_labels[labelled], reduction="none")
+                loss = (token_loss * weights.float()).sum()
             else:
                 logits = self._mask_placeholder(self.lm_head(hidden_states[labelled]))
                 loss = self.loss_function(

@@ -50,24 +50,21 @@ def sample_mean_loss(
     model: nn.Module, inputs: Mapping[str, torch.Tensor], num_samples: int | torch.Tensor | None = None
 ):
     """The sum over this batch's samples of each sample's mean token loss, divided by `num_samples` (default: the
-    samples of this batch, which gives their mean). The LM head runs only on positions that predict a label. Returns
-    the loss and the model's outputs."""
+    samples of this batch, which gives their mean). Each label weighs 1 / (its sample's labels x `num_samples`), and
+    the model computes the weighted loss on the labelled positions only (`skip_logits`, `label_weights`). Returns the
+    loss and the model's outputs."""
     labels = inputs["labels"]
-    targets = shifted_labels(labels)
-    labelled = targets != IGNORE_INDEX
+    labelled = labels != IGNORE_INDEX
+    labelled[..., 0] = False  # the first label of a row predicts nothing, as the model's own shift drops it
     if not labelled.any():
         raise ValueError("sample_mean_loss: the batch has no labels.")
-    keep = labelled.any(0).nonzero().squeeze(-1)  # positions with a label in any row
-    model_inputs = {name: value for name, value in inputs.items() if name != "labels"}
-    outputs = model(**model_inputs, logits_to_keep=keep)
-    logits = outputs.logits.float()
-    targets, ids, labelled = targets[:, keep], sample_ids(inputs)[:, keep], labelled[:, keep]
-    token_loss = nn.functional.cross_entropy(
-        logits[labelled], targets[labelled], reduction="none", ignore_index=IGNORE_INDEX
-    )
-    _, sample_of_token = ids[labelled].unique(return_inverse=True)
-    tokens_per_sample = torch.bincount(sample_of_token).to(token_loss.dtype)
-    per_sample = torch.zeros_like(tokens_per_sample).index_add_(0, sample_of_token, token_loss) / tokens_per_sample
+    # sample_ids are those of the predicting positions: the label at t + 1 belongs to the sample of position t
+    ids = nn.functional.pad(sample_ids(inputs), (1, 0))[..., :-1][labelled]
+    _, sample_of_label = ids.unique(return_inverse=True)
+    labels_per_sample = torch.bincount(sample_of_label).float()
     if num_samples is None:
-        num_samples = per_sample.numel()
-    return per_sample.sum() / num_samples, outputs
+        num_samples = labels_per_sample.numel()
+    weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    weights[labelled] = 1.0 / (labels_per_sample[sample_of_label] * num_samples)
+    outputs = model(**inputs, skip_logits=True, label_weights=weights)
+    return outputs.loss, outputs

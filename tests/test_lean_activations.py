@@ -183,3 +183,16 @@ def test_linear_cross_entropy_keeps_no_logits():
     assert shapes == [(64, 16)]  # the gradient of the rows, nothing vocabulary-sized
     loss.backward()
     assert hidden.grad.shape == (64, 16)
+
+
+def test_linear_cross_entropy_with_row_weights():
+    from modeling_opentslm.activations_opentslm import linear_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(9, 16, requires_grad=True)
+    weight = torch.randn(30, 16) / 4
+    labels, row_weights = torch.randint(0, 30, (9,)), torch.rand(9)
+    expected = (torch.nn.functional.cross_entropy(hidden @ weight.T, labels, reduction="none") * row_weights).sum()
+    loss = linear_cross_entropy(hidden, weight, labels, row_weights=row_weights, block_bytes=2 * 30 * 4)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(torch.autograd.grad(loss, hidden)[0], torch.autograd.grad(expected, hidden)[0])

@@ -100,3 +100,27 @@ def test_recipe_trains_with_sample_weighting_however_the_step_is_split(tmp_path,
     assert losses["whole"] == pytest.approx(losses["accumulated"], rel=1e-4)
     assert 0.7 < losses["whole"] / losses["token"] < 1.4, losses
     assert max((runs["whole"][k] - runs["token"][k]).abs().max().item() for k in runs["token"]) > 1e-4
+
+
+def test_weighted_loss_is_the_same_without_the_logit_free_path(processor, monkeypatch):
+    from modeling_opentslm import OpenTSLMForCausalLM
+
+    model = tiny_opentslm(processor).float()
+    inputs = encoded(processor, padding_free=True)
+    results = []
+    for logit_free in (True, False):
+        monkeypatch.setattr(OpenTSLMForCausalLM, "_loss_without_logits", lambda self, keep=logit_free: keep)
+        model.zero_grad(set_to_none=True)
+        loss, _ = sample_mean_loss(model, inputs)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (reference_loss, reference_grads) = results
+    torch.testing.assert_close(loss, reference_loss, atol=1e-6, rtol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_label_weights_need_skip_logits(processor):
+    inputs = encoded(processor)
+    with pytest.raises(ValueError, match="label_weights needs skip_logits"):
+        tiny_opentslm(processor)(**inputs, label_weights=torch.ones_like(inputs["labels"], dtype=torch.float))
