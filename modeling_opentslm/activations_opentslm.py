@@ -29,14 +29,19 @@ RMS_NORM_CLASSES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSN
 SWIGLU_MLP_CLASSES = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "SmolLM3MLP")
 
 
+def _rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Llama-style RMSNorm, and the fp32 reciprocal root it divided by."""
+    upcast = hidden_states.to(torch.float32)
+    rstd = torch.rsqrt(upcast.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * (upcast * rstd).to(hidden_states.dtype), rstd
+
+
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden_states, weight, eps):
-        input_dtype = hidden_states.dtype
-        upcast = hidden_states.to(torch.float32)
-        rstd = torch.rsqrt(upcast.pow(2).mean(-1, keepdim=True) + eps)
+        output, rstd = _rms_norm(hidden_states, weight, eps)
         ctx.save_for_backward(hidden_states, rstd, weight)
-        return weight * (upcast * rstd).to(input_dtype)
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -68,11 +73,6 @@ class _SwiGLU(torch.autograd.Function):
         return grad_gate, grad_up
 
 
-def _rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    upcast = hidden_states.to(torch.float32)
-    return weight * (upcast * torch.rsqrt(upcast.pow(2).mean(-1, keepdim=True) + eps)).to(hidden_states.dtype)
-
-
 def _swiglu(module: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     return module.down_proj(F.silu(module.gate_proj(hidden_states)) * module.up_proj(hidden_states))
 
@@ -95,7 +95,7 @@ def _formula_holds(module: nn.Module, hidden_states: torch.Tensor, formula) -> b
 def _lean_rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     wants_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or self.weight.requires_grad)
     if not wants_grad or not _formula_holds(
-        self, hidden_states, lambda x: _rms_norm(x, self.weight, self.variance_epsilon)
+        self, hidden_states, lambda x: _rms_norm(x, self.weight, self.variance_epsilon)[0]
     ):
         return type(self).forward(self, hidden_states)
     return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)

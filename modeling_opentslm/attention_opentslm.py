@@ -123,26 +123,18 @@ class FrozenPrefix:
             return _per_sample(query, key, value, self.prefix_lengths, scaling)
         prefix_keys = self.keys[module.layer_idx].split(self.prefix_lengths, -2)
         prefix_values = self.values[module.layer_idx].split(self.prefix_lengths, -2)
-        outputs = []
-        for q, k, v, prefix_k, prefix_v in zip(
-            query.split(self.rest_lengths, -2),
-            key.split(self.rest_lengths, -2),
-            value.split(self.rest_lengths, -2),
-            prefix_keys,
-            prefix_values,
-        ):
-            if q.shape[-2]:
-                outputs.append(
-                    causal_attention(q, torch.cat([prefix_k, k], -2), torch.cat([prefix_v, v], -2), scaling)
-                )
-        return torch.cat(outputs, dim=-2)
+        return _per_sample(query, key, value, self.rest_lengths, scaling, prefix_keys, prefix_values)
 
 
-def _per_sample(query, key, value, lengths: list[int], scaling: float) -> torch.Tensor:
+def _per_sample(query, key, value, lengths: list[int], scaling: float, prefix_keys=None, prefix_values=None):
+    """Each sample's causal attention on its own, for samples of `lengths` laid end to end; with `prefix_keys` and
+    `prefix_values` (one per sample), each sample's queries also see its own prefix's."""
+    keys, values = key.split(lengths, -2), value.split(lengths, -2)
+    if prefix_keys is not None:
+        keys = [torch.cat(pair, -2) for pair in zip(prefix_keys, keys)]
+        values = [torch.cat(pair, -2) for pair in zip(prefix_values, values)]
     outputs = [
-        causal_attention(q, k, v, scaling)
-        for q, k, v in zip(query.split(lengths, -2), key.split(lengths, -2), value.split(lengths, -2))
-        if q.shape[-2]
+        causal_attention(q, k, v, scaling) for q, k, v in zip(query.split(lengths, -2), keys, values) if q.shape[-2]
     ]
     return torch.cat(outputs, dim=-2)
 

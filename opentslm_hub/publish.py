@@ -33,6 +33,8 @@ COMPATIBILITY_CARD_SECTION = (
     f'transformers, loading stops with an error that names this range: `pip install -U "transformers>={TRANSFORMERS_FLOOR}"`.\n'
 )
 
+logger = logging.getLogger(__name__)
+
 CARD_FILE = "README.md"
 STAGE_INFO_FILE = "stage_info.json"
 METRICS_FILES = ("metrics.json", "stage_metrics.json")
@@ -44,7 +46,6 @@ STAGE_TASKS = {
     "stage4": "sleep staging with chain of thought",
     "stage5": "ECG question answering with chain of thought",
 }
-logger = logging.getLogger(__name__)
 LICENSES = {"smollm": "apache-2.0", "qwen": "apache-2.0", "llama-3.2": "llama3.2", "gemma": "gemma"}
 
 
@@ -65,7 +66,8 @@ def lineage(folder: Path) -> list[dict[str, Any]]:
         if info is None:
             if chain:
                 logger.warning(
-                    "%s started from %s, which has no %s (not a recipe output, or moved or renamed since): the lineage starts at %s.",
+                    "%s started from %s, which has no %s (not a recipe output, or moved or renamed since): "
+                    "the lineage starts at %s.",
                     chain[-1].get("stage", "a stage"),
                     current,
                     STAGE_INFO_FILE,
