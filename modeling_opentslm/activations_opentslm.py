@@ -184,13 +184,17 @@ def linear_cross_entropy(
     masked_token: int | None = None,
     num_items_in_batch: torch.Tensor | int | None = None,
     row_weights: torch.Tensor | None = None,
-    block_bytes: int = 8 * 2**20,
+    block_bytes: int = 24 * 2**20,
 ) -> torch.Tensor:
     """transformers' causal-LM loss (`ForCausalLMLoss`: fp32 cross-entropy, summed and divided by
     `num_items_in_batch`, or the mean) of the logits `hidden @ weight.T`, where `hidden` holds only rows with a label
     and `masked_token`'s logit is set to the lowest value first, computed without keeping the logits. With
     `row_weights` (one per row) the loss is the weighted sum of the rows' losses instead."""
-    block_rows = max(1, block_bytes // (4 * weight.shape[0]))
+    # blocks of equal size, each at most `block_bytes` of fp32 logits (matrix products of fewer than about 100 rows
+    # against the vocabulary run well below the CPU's peak)
+    rows = hidden.shape[0]
+    blocks = max(1, -(-rows // max(1, block_bytes // (4 * weight.shape[0]))))
+    block_rows = max(1, -(-rows // blocks))
     loss = _LinearCrossEntropy.apply(hidden, weight, labels, row_weights, masked_token, block_rows)
     if row_weights is not None:
         return loss

@@ -21,6 +21,7 @@ transformers' SDPA path unchanged, so the model behaves as with `attn_implementa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -48,27 +49,40 @@ def _future(query_length: int, key_length: int, device) -> torch.Tensor:
     return torch.ones(query_length, key_length, dtype=torch.bool, device=device).triu(1 + key_length - query_length)
 
 
+@lru_cache(maxsize=8)
+def _future_bias(groups: int, query_length: int, key_length: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """`-inf` where a query may not look, 0 elsewhere, for `groups` query heads laid one after another as rows."""
+    future = _future(query_length, key_length, device)
+    bias = torch.zeros(query_length, key_length, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
+    return bias.repeat(groups, 1)
+
+
 class _HalfCausalAttention(torch.autograd.Function):
     """Causal attention by matmul-softmax-matmul that keeps only query, key and value for the backward pass and
     recomputes the probabilities there: the `(heads, length, length)` probabilities (fp32 out of the softmax and
     their bf16 copy) are the largest activations of a training step otherwise. Grouped key/value heads are not
-    repeated: the query heads that share a key/value head are laid out as one longer block of rows against it."""
+    repeated: the query heads that share a key/value head are laid out as one longer block of rows against it. The
+    scale and the causal mask are applied inside the score product (`baddbmm` on an additive mask)."""
 
     @staticmethod
-    def _probabilities(grouped_query, key, scaling, query_length):
+    def _scores(grouped_query, key, scaling, query_length):
+        batch, kv_heads, rows, dim = grouped_query.shape
         key_length = key.shape[-2]
-        scores = torch.matmul(grouped_query, key.transpose(-1, -2)).mul_(scaling)
-        future = _future(query_length, key_length, key.device)
-        scores.view(*scores.shape[:2], -1, query_length, key_length).masked_fill_(
-            future, torch.finfo(scores.dtype).min
+        bias = _future_bias(rows // query_length, query_length, key_length, key.dtype, key.device)
+        scores = torch.baddbmm(
+            bias,
+            grouped_query.reshape(batch * kv_heads, rows, dim),
+            key.reshape(batch * kv_heads, key_length, dim).transpose(1, 2),
+            alpha=scaling,
         )
-        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+        return scores.view(batch, kv_heads, rows, key_length)
 
     @staticmethod
     def forward(ctx, query, key, value, scaling):
         batch, heads, length, dim = query.shape
         grouped_query = query.reshape(batch, key.shape[1], -1, dim)
-        probabilities = _HalfCausalAttention._probabilities(grouped_query, key, scaling, length).to(query.dtype)
+        # softmax in fp32 inside the kernel, rounded once to the input's dtype
+        probabilities = torch.softmax(_HalfCausalAttention._scores(grouped_query, key, scaling, length), dim=-1)
         ctx.save_for_backward(grouped_query, key, value)
         ctx.scaling, ctx.query_shape = scaling, query.shape
         return torch.matmul(probabilities, value).view(batch, heads, length, dim)
@@ -76,7 +90,8 @@ class _HalfCausalAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grouped_query, key, value = ctx.saved_tensors
-        probabilities = _HalfCausalAttention._probabilities(grouped_query, key, ctx.scaling, ctx.query_shape[-2])
+        scores = _HalfCausalAttention._scores(grouped_query, key, ctx.scaling, ctx.query_shape[-2])
+        probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32)
         grad_output = grad_output.reshape(grouped_query.shape)
         grad_value = torch.matmul(probabilities.to(value.dtype).transpose(-1, -2), grad_output)
         grad_probabilities = torch.matmul(grad_output, value.transpose(-1, -2)).float()
@@ -93,7 +108,12 @@ def causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     positions than the queries: the queries are then the last positions of the keys (they continue a prefix)."""
     if query.device.type != "cpu" or query.dtype == torch.float32:
         query_length, key_length = query.shape[-2], key.shape[-2]
-        mask = None if query_length == key_length else ~_future(query_length, key_length, query.device)
+        # one additive mask per shape, shared by the layers (SDPA keeps its mask for the backward pass)
+        mask = (
+            None
+            if query_length == key_length
+            else _future_bias(1, query_length, key_length, query.dtype, query.device)
+        )
         return nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, is_causal=mask is None, scale=scaling, enable_gqa=True
         )
