@@ -58,11 +58,16 @@ def _future_bias(groups: int, query_length: int, key_length: int, dtype: torch.d
 
 
 class _HalfCausalAttention(torch.autograd.Function):
-    """Causal attention by matmul-softmax-matmul that keeps only query, key and value for the backward pass and
-    recomputes the probabilities there: the `(heads, length, length)` probabilities (fp32 out of the softmax and
-    their bf16 copy) are the largest activations of a training step otherwise. Grouped key/value heads are not
-    repeated: the query heads that share a key/value head are laid out as one longer block of rows against it. The
-    scale and the causal mask are applied inside the score product (`baddbmm` on an additive mask)."""
+    """Causal attention by matmul-softmax-matmul. Grouped key/value heads are not repeated: the query heads that share
+    a key/value head are laid out as one longer block of rows against it. The scale and the causal mask are applied
+    inside the score product (`baddbmm` on an additive mask).
+
+    For the backward pass it keeps query, key and value, and the probabilities only for short samples (at most
+    `KEEP_PROBABILITIES_KEYS` keys, where they are at most about twice the size of query, key and value); for longer
+    ones it recomputes them there, since the `(heads, length, length)` probabilities would be the largest activations
+    of a training step."""
+
+    KEEP_PROBABILITIES_KEYS = 256
 
     @staticmethod
     def _scores(grouped_query, key, scaling, query_length):
@@ -83,19 +88,22 @@ class _HalfCausalAttention(torch.autograd.Function):
         grouped_query = query.reshape(batch, key.shape[1], -1, dim)
         # softmax in fp32 inside the kernel, rounded once to the input's dtype
         probabilities = torch.softmax(_HalfCausalAttention._scores(grouped_query, key, scaling, length), dim=-1)
-        ctx.save_for_backward(grouped_query, key, value)
+        keep = key.shape[-2] <= _HalfCausalAttention.KEEP_PROBABILITIES_KEYS
+        ctx.save_for_backward(grouped_query, key, value, probabilities if keep else None)
         ctx.scaling, ctx.query_shape = scaling, query.shape
         return torch.matmul(probabilities, value).view(batch, heads, length, dim)
 
     @staticmethod
     def backward(ctx, grad_output):
-        grouped_query, key, value = ctx.saved_tensors
-        scores = _HalfCausalAttention._scores(grouped_query, key, ctx.scaling, ctx.query_shape[-2])
-        probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        grouped_query, key, value, probabilities = ctx.saved_tensors
+        if probabilities is None:
+            scores = _HalfCausalAttention._scores(grouped_query, key, ctx.scaling, ctx.query_shape[-2])
+            probabilities = torch.softmax(scores, dim=-1)
         grad_output = grad_output.reshape(grouped_query.shape)
-        grad_value = torch.matmul(probabilities.to(value.dtype).transpose(-1, -2), grad_output)
+        grad_value = torch.matmul(probabilities.transpose(-1, -2), grad_output)
         grad_probabilities = torch.matmul(grad_output, value.transpose(-1, -2)).float()
-        # softmax backward, then the scale (masked entries have probability 0, so their gradient is 0)
+        # softmax backward in fp32, then the scale (masked entries have probability 0, so their gradient is 0)
+        probabilities = probabilities.float()
         grad_scores = grad_probabilities.sub_((grad_probabilities * probabilities).sum(-1, keepdim=True))
         grad_scores = grad_scores.mul_(probabilities).mul_(ctx.scaling).to(grouped_query.dtype)
         grad_query = torch.matmul(grad_scores, key).view(ctx.query_shape)
