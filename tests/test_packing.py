@@ -6,7 +6,11 @@ import pytest
 import torch
 from tiny import prompts, series_batch, tiny_opentslm, tiny_processor
 
-from modeling_opentslm.attention_opentslm import packed_sample_lengths, varlen_attention_forward
+from modeling_opentslm.attention_opentslm import (
+    _HalfCausalAttention,
+    packed_sample_lengths,
+    varlen_attention_forward,
+)
 from recipes.collator import IGNORE_INDEX, encode_with_answers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,6 +147,23 @@ def test_varlen_attention_equals_sdpa(dtype):
     expected_grads = torch.autograd.grad(expected.square().sum(), exact)
     for grad, reference in zip(grads, expected_grads):
         torch.testing.assert_close(grad.double(), reference, **tolerance)
+
+
+def test_half_attention_keeps_or_recomputes_probabilities_alike(monkeypatch):
+    """Short samples keep their bf16 probabilities for the backward pass, longer ones recompute them: the same
+    gradients either way, also for queries that continue a prefix of keys."""
+    torch.manual_seed(0)
+    query = torch.randn(1, 4, 6, 8, dtype=torch.bfloat16)
+    key, value = (torch.randn(1, 2, 10, 8, dtype=torch.bfloat16) for _ in range(2))
+    grad_output = torch.randn(1, 4, 6, 8, dtype=torch.bfloat16)
+    results = []
+    for keep in (0, 10):
+        monkeypatch.setattr(_HalfCausalAttention, "KEEP_PROBABILITIES_KEYS", keep)
+        inputs = [t.clone().requires_grad_() for t in (query, key, value)]
+        out = _HalfCausalAttention.apply(*inputs, 0.3)
+        results.append((out, *torch.autograd.grad(out, inputs, grad_output)))
+    for kept, recomputed in zip(*results):
+        assert torch.equal(kept, recomputed)
 
 
 def test_varlen_model_generates_as_sdpa(processor):
