@@ -146,14 +146,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logits = F.linear(rows, weight)
             if masked_token is not None:
                 logits[:, masked_token] = torch.finfo(logits.dtype).min
+            # log-sum-exp and softmax in place of the fp32 logits: shifted by the row maximum, exponentiated, summed
             logits = logits.float()
-            log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)
-            row_loss = log_norm.squeeze(-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+            logits.sub_(logits.amax(dim=-1, keepdim=True))
+            target_logit = logits.gather(-1, targets[:, None]).squeeze(-1)
+            total = logits.exp_().sum(dim=-1, keepdim=True)
+            row_loss = total.log().squeeze(-1) - target_logit
             scale = None if row_weights is None else row_weights[start : start + block_rows].float()
             loss += (row_loss if scale is None else row_loss * scale).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
-            grad_logits = logits.sub_(log_norm).exp_()  # softmax, in place of the logits
+            grad_logits = logits.div_(total)  # the softmax
             grad_logits[torch.arange(len(targets), device=targets.device), targets] -= 1
             if masked_token is not None:  # overwritten, so it takes no gradient
                 grad_logits[:, masked_token] = 0
