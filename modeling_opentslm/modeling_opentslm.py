@@ -928,7 +928,9 @@ class OpenTSLMForCausalLM(OpenTSLMPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
         else:
             hidden_states = hidden_states[:, logits_to_keep, :]
-        logits = self._mask_placeholder(self.lm_head(hidden_states))
+        # the head on rows: on a 3-D slice of the last positions, `matmul` would copy the transposed head weight
+        rows = self.lm_head(hidden_states.reshape(-1, hidden_states.shape[-1]))
+        logits = self._mask_placeholder(rows.view(*hidden_states.shape[:-1], -1))
 
         loss = None
         if labels is not None:
