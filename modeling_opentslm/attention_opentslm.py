@@ -8,8 +8,9 @@ sum of the squared sample lengths instead of the square of their total, and no `
 for the backward pass.
 
 Each sample's attention runs on PyTorch's SDPA kernel, except for bf16/fp16 on CPU, where a matmul-softmax-matmul is
-faster (PyTorch's CPU flash kernel has a slow half-precision backward); that one keeps only queries, keys and values
-for the backward pass and recomputes the probabilities there. Grouped key/value heads are never repeated.
+faster (PyTorch's CPU flash kernel has a slow half-precision backward); that one keeps the probabilities for the
+backward pass only for short samples and recomputes them there for longer ones. Grouped key/value heads are never
+repeated.
 
 The same function serves OpenTSLM's two-pass training forward through a frozen LLM (`FrozenPrefix`): the prompt
 prefixes without gradients first, then the rest of each sample attending to its own prefix's keys and values.
@@ -51,10 +52,12 @@ def _future(query_length: int, key_length: int, device) -> torch.Tensor:
 
 @lru_cache(maxsize=8)
 def _future_bias(groups: int, query_length: int, key_length: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """`-inf` where a query may not look, 0 elsewhere, for `groups` query heads laid one after another as rows."""
-    future = _future(query_length, key_length, device)
-    bias = torch.zeros(query_length, key_length, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
-    return bias.repeat(groups, 1)
+    """`-inf` where a query may not look, 0 elsewhere, for `groups` query heads laid one after another as rows. Cached,
+    so made outside inference mode: a mask first made while generating may later be kept for a backward pass."""
+    with torch.inference_mode(False):
+        future = _future(query_length, key_length, device)
+        bias = torch.zeros(query_length, key_length, dtype=dtype, device=device).masked_fill_(future, float("-inf"))
+        return bias.repeat(groups, 1)
 
 
 class _HalfCausalAttention(torch.autograd.Function):

@@ -7,7 +7,9 @@ import torch
 from tiny import prompts, series_batch, tiny_opentslm, tiny_processor
 
 from modeling_opentslm.attention_opentslm import (
+    _future_bias,
     _HalfCausalAttention,
+    causal_attention,
     packed_sample_lengths,
     varlen_attention_forward,
 )
@@ -164,6 +166,17 @@ def test_half_attention_keeps_or_recomputes_probabilities_alike(monkeypatch):
         results.append((out, *torch.autograd.grad(out, inputs, grad_output)))
     for kept, recomputed in zip(*results):
         assert torch.equal(kept, recomputed)
+
+
+def test_cached_attention_mask_made_while_generating_serves_training():
+    """The additive masks are cached; one first made under inference mode is still usable in a backward pass."""
+    _future_bias.cache_clear()
+    with torch.inference_mode():
+        assert not _future_bias(1, 3, 7, torch.float32, torch.device("cpu")).is_inference()
+    query = torch.randn(1, 2, 3, 4, requires_grad=True)
+    key, value = torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4)
+    causal_attention(query, key, value, 0.5).sum().backward()
+    assert query.grad is not None
 
 
 def test_varlen_model_generates_as_sdpa(processor):
