@@ -18,6 +18,7 @@ that the module's own forward gives exactly the same output.
 
 from __future__ import annotations
 
+import math
 from types import MethodType
 
 import torch
@@ -195,9 +196,9 @@ def linear_cross_entropy(
     `row_weights` (one per row) the loss is the weighted sum of the rows' losses instead."""
     # blocks of equal size, each at most `block_bytes` of fp32 logits (matrix products of fewer than about 100 rows
     # against the vocabulary run well below the CPU's peak)
-    rows = hidden.shape[0]
-    blocks = max(1, -(-rows // max(1, block_bytes // (4 * weight.shape[0]))))
-    block_rows = max(1, -(-rows // blocks))
+    rows_per_block = max(1, block_bytes // (4 * weight.shape[0]))
+    blocks = max(1, math.ceil(hidden.shape[0] / rows_per_block))
+    block_rows = max(1, math.ceil(hidden.shape[0] / blocks))
     loss = _LinearCrossEntropy.apply(hidden, weight, labels, row_weights, masked_token, block_rows)
     if row_weights is not None:
         return loss
