@@ -84,9 +84,10 @@ _UPSTREAM_LABEL_LINE = ", ".join(UPSTREAM_HAR_LABELS) + "."
 if _UPSTREAM_LABEL_LINE not in UPSTREAM_HAR_PRE_PROMPT:
     raise ImportError("hub_datasets.har_cot.PRE_PROMPT no longer lists its labels as 'a, b, ...'; update bundled.py.")
 HAR_PRE_PROMPT = UPSTREAM_HAR_PRE_PROMPT.replace(_UPSTREAM_LABEL_LINE, ", ".join(HAR_LABELS) + ".")
-# Median acceleration magnitude thresholds for the intensity words (measured on BasicMotions: standing stays below 1.1,
-# walking spans 2.3-5.2, badminton 3.7-9.6, running 14-20).
-HAR_INTENSITY = ((1.5, "very little movement"), (5.0, "light movement"), (12.0, "vigorous movement"))
+# Intensity words from the largest axis standard deviation, which the prompt states for every axis (a reader can check
+# it; the magnitude is not in the prompt). Thresholds midway between the ranges of BasicMotions' training recordings:
+# standing 0.38-1.51, walking 2.56-3.83, badminton 5.13-8.95, running 9.57-12.6.
+HAR_INTENSITY = ((2.0, "very little movement"), (4.5, "light movement"), (9.25, "vigorous movement"))
 HAR_VERY_VIGOROUS = "very vigorous, sustained movement"
 
 
@@ -102,12 +103,13 @@ class MotionFeatures:
 
 
 def motion_features(x: Sequence[float], y: Sequence[float], z: Sequence[float], fs: float = HAR_FS) -> MotionFeatures:
-    """Intensity (from the median magnitude, robust to single spikes) and rhythm of a 3-axis window."""
+    """Intensity (from the largest axis standard deviation) and rhythm of a 3-axis window."""
     axes = np.stack([F.as_series(axis, min_length=8, name=name) for axis, name in zip((x, y, z), "xyz")])
     magnitude = np.sqrt((axes**2).sum(axis=0))
     median = float(np.median(magnitude))
     rhythm = F.dominant_frequency(magnitude, fs)
-    intensity = next((word for limit, word in HAR_INTENSITY if median < limit), HAR_VERY_VIGOROUS)
+    spread = float(axes.std(axis=1).max())
+    intensity = next((word for limit, word in HAR_INTENSITY if spread < limit), HAR_VERY_VIGOROUS)
     regularity = (
         "a clear rhythm"
         if rhythm.concentration >= 0.3
@@ -140,8 +142,10 @@ HAR_READINGS = {
 def har_rationale(label: str, f: MotionFeatures) -> str:
     """A single paragraph from the motion features, ending with ``Answer: <label>``.
 
-    The closing sentence gives a feature-backed reason when the intensity is the one typical of ``label``
-    (:data:`HAR_READINGS`) and a hedged one otherwise.
+    It states only what a reader of the prompt can check: the axis spreads (the prompt gives each axis' standard
+    deviation), the intensity the largest one indicates, and the rhythm of the series. The closing sentence gives a
+    feature-backed reason when the intensity is the one typical of ``label`` (:data:`HAR_READINGS`) and a hedged one
+    otherwise.
     """
     sx, sy, sz = (F.format_number(s) for s in f.axis_std)
     reading = HAR_READINGS.get(
@@ -149,11 +153,10 @@ def har_rationale(label: str, f: MotionFeatures) -> str:
         f"Weighing this intensity and rhythm against the four activities, they are compatible with {label}.",
     )
     return (
-        f"The window covers 10 seconds of accelerometer data. The x, y and z axes vary with standard deviations of "
-        f"{sx}, {sy} and {sz}. The magnitude of the acceleration vector is typically "
-        f"{F.format_number(f.magnitude_median)} (median) with a peak of {F.format_number(f.magnitude_max)}, which "
-        f"indicates {f.intensity}. The magnitude's strongest oscillation is at {f.rhythm_hz:.1f} Hz and carries "
-        f"{100 * f.rhythm_share:.0f}% of its variation, so the signal shows {f.rhythm}. {reading} Answer: {label}"
+        f"The x, y and z axes vary with standard deviations of {sx}, {sy} and {sz}; the largest, "
+        f"{F.format_number(max(f.axis_std))}, indicates {f.intensity}. The magnitude of the acceleration vector "
+        f"oscillates most strongly at {f.rhythm_hz:.1f} Hz, which carries {100 * f.rhythm_share:.0f}% of its variation, "
+        f"so the signal shows {f.rhythm}. {reading} Answer: {label}"
     )
 
 
@@ -180,50 +183,74 @@ def load_basic_motions() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return tuple(parts)
 
 
-def build_har_cot_bundled(*, seed: int = 42) -> DatasetDict:
+def build_har_cot_bundled(*, seed: int = 42, crops_per_recording: int = 0, min_crop_steps: int = 50) -> DatasetDict:
     """BasicMotions accelerometer windows (3 axes × 100 steps) with feature-written rationales.
 
     The UEA split is kept: its 40 test recordings are the test split; its 40 training recordings are split
     stratified 32/8 into train/validation (``seed``). The gyroscope channels (3–5) are not used.
+
+    ``crops_per_recording`` adds that many shorter windows of each training recording to the training split (between
+    ``min_crop_steps`` and 90 steps, at random offsets drawn with ``seed``), each with its rationale written from its
+    own features. Validation and test keep the whole recordings.
     """
+    if crops_per_recording < 0:
+        raise ValueError(f"crops_per_recording={crops_per_recording}; it counts extra windows, 0 or more.")
     X_train, y_train, X_test, y_test = load_basic_motions()
+    max_crop_steps = X_train.shape[-1] - 10
+    if crops_per_recording and not 8 <= min_crop_steps <= max_crop_steps:
+        raise ValueError(f"min_crop_steps={min_crop_steps}; crops are 8 to {max_crop_steps} steps long.")
 
-    def to_records(X: np.ndarray, y: np.ndarray, part: str) -> list[dict]:
-        records = []
-        for index, (sample, label) in enumerate(zip(X, y)):
-            label = str(label)
-            if label not in HAR_LABELS:
-                raise ValueError(f"BasicMotions {part} sample {index}: label {label!r} is not one of {HAR_LABELS}.")
-            accelerometer = F.as_stored(sample[:3])
-            measured = motion_features(*accelerometer)
-            records.append(
-                make_record(
-                    id=f"{HAR_SET}-{part}-{index:03d}",
-                    task=HAR_TASK,
-                    pre_prompt=HAR_PRE_PROMPT,
-                    time_series=list(zip(HAR_SERIES_TEXTS, accelerometer)),
-                    post_prompt=HAR_POST_PROMPT,
-                    answer=har_rationale(label, measured),
-                    label=label,
-                    metadata={
-                        "source_set": HAR_SET,
-                        "source": f"aeon BasicMotions {part} {index}",
-                        "sampling_rate_hz": HAR_FS,
-                        "features": F.to_dict(measured),
-                    },
-                )
-            )
-        return records
+    def to_record(sample: np.ndarray, label: str, name: str, source: str) -> dict:
+        label = str(label)
+        if label not in HAR_LABELS:
+            raise ValueError(f"BasicMotions {source}: label {label!r} is not one of {HAR_LABELS}.")
+        accelerometer = F.as_stored(sample[:3])
+        measured = motion_features(*accelerometer)
+        return make_record(
+            id=f"{HAR_SET}-{name}",
+            task=HAR_TASK,
+            pre_prompt=HAR_PRE_PROMPT,
+            time_series=list(zip(HAR_SERIES_TEXTS, accelerometer)),
+            post_prompt=HAR_POST_PROMPT,
+            answer=har_rationale(label, measured),
+            label=label,
+            metadata={
+                "source_set": HAR_SET,
+                "source": f"aeon BasicMotions {source}",
+                "sampling_rate_hz": HAR_FS,
+                "features": F.to_dict(measured),
+            },
+        )
 
-    train_records = to_records(X_train, y_train, "train")
+    def whole(X: np.ndarray, y: np.ndarray, part: str) -> list[dict]:
+        return [
+            to_record(sample, label, f"{part}-{i:03d}", f"{part} {i}") for i, (sample, label) in enumerate(zip(X, y))
+        ]
+
+    train_records = whole(X_train, y_train, "train")
     train_index, validation_index = train_test_split(
         np.arange(len(train_records)), test_size=0.2, random_state=seed, stratify=y_train
     )
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in sorted(train_index):
+        for _ in range(crops_per_recording):
+            length = int(rng.integers(min_crop_steps, max_crop_steps + 1))
+            start = int(rng.integers(0, X_train.shape[-1] - length + 1))
+            stop = start + length
+            crops.append(
+                to_record(
+                    X_train[i][:, start:stop],
+                    y_train[i],
+                    f"train-{i:03d}-{start:03d}-{stop:03d}",
+                    f"train {i} [{start}:{stop}]",
+                )
+            )
     return DatasetDict(
         {
-            "train": records_to_dataset([train_records[i] for i in train_index]),
+            "train": records_to_dataset([train_records[i] for i in train_index] + crops),
             "validation": records_to_dataset([train_records[i] for i in validation_index]),
-            "test": records_to_dataset(to_records(X_test, y_test, "test")),
+            "test": records_to_dataset(whole(X_test, y_test, "test")),
         }
     )
 

@@ -332,6 +332,31 @@ def test_har_rationales_are_recomputable(built):
     assert backed >= 0.85 * len(rows)
 
 
+def test_har_crops_add_shorter_training_windows_of_the_same_recordings(built):
+    plain = built["har_cot_bundled"]
+    cropped = load_offline("har_cot_bundled", crops_per_recording=2)
+    assert len(cropped["train"]) == 3 * len(plain["train"])
+    for split in ("validation", "test"):
+        assert cropped[split]["id"] == plain[split]["id"]
+    whole = {row["id"]: row for row in plain["train"]}
+    X_train = bundled.load_basic_motions()[0]
+    for row in cropped["train"]:
+        if row["id"] in whole:
+            assert row["answer"] == whole[row["id"]]["answer"]
+            continue
+        index, start, stop = (int(part) for part in row["id"].rsplit("-", 3)[1:])
+        assert f"{bundled.HAR_SET}-train-{index:03d}" in whole  # crops come from training recordings only
+        assert 50 <= stop - start <= 90
+        axes = [values(row, axis) for axis in range(3)]
+        np.testing.assert_allclose(axes, X_train[index][:3, start:stop], rtol=1e-6)
+        measured = bundled.motion_features(*axes)
+        assert row["answer"] == bundled.har_rationale(row["label"], measured)
+    with pytest.raises(ValueError, match="crops_per_recording=-1"):
+        bundled.build_har_cot_bundled(crops_per_recording=-1)
+    with pytest.raises(ValueError, match="min_crop_steps=95"):
+        bundled.build_har_cot_bundled(crops_per_recording=1, min_crop_steps=95)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # ECG
 
