@@ -108,8 +108,8 @@ def motion_features(x: Sequence[float], y: Sequence[float], z: Sequence[float], 
     magnitude = np.sqrt((axes**2).sum(axis=0))
     median = float(np.median(magnitude))
     rhythm = F.dominant_frequency(magnitude, fs)
-    spread = float(axes.std(axis=1).max())
-    intensity = next((word for limit, word in HAR_INTENSITY if spread < limit), HAR_VERY_VIGOROUS)
+    spreads = axes.std(axis=1)
+    intensity = next((word for limit, word in HAR_INTENSITY if spreads.max() < limit), HAR_VERY_VIGOROUS)
     regularity = (
         "a clear rhythm"
         if rhythm.concentration >= 0.3
@@ -118,7 +118,7 @@ def motion_features(x: Sequence[float], y: Sequence[float], z: Sequence[float], 
         else "no dominant rhythm"
     )
     return MotionFeatures(
-        axis_std=tuple(float(s) for s in axes.std(axis=1)),
+        axis_std=tuple(float(s) for s in spreads),
         magnitude_median=median,
         magnitude_max=float(magnitude.max()),
         rhythm_hz=rhythm.frequency,
