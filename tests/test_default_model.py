@@ -54,3 +54,22 @@ def test_the_default_model_answers_held_out_questions_with_an_option(smollm2_dir
     )
     # It names an option, then its letter; an untrained model names none.
     assert metrics["num_out_of_vocabulary"] == 0, metrics
+
+
+@pytest.mark.slow  # SmolLM2-135M writes 8 rationales
+def test_the_default_model_reasons_to_a_label_on_held_out_recordings(smollm2_dir):
+    from recipes.evaluation import evaluate_records, split_labels
+    from recipes.run_eval import load_split
+
+    model, processor = default_model.load()
+    split = load_split("har_cot_bundled", "test")
+    by_label: dict[str, list[int]] = {}
+    for index, record in enumerate(split):
+        by_label.setdefault(record["label"], []).append(index)
+    records = list(split.select([index for indices in by_label.values() for index in indices[:2]]))
+    metrics = evaluate_records(
+        model, processor, records, batch_size=8, max_new_tokens=200, with_loss=False, labels=split_labels(split)
+    )
+    # Every rationale ends in "Answer: <activity>"; an untrained model ends none (chance is 25%).
+    assert metrics["num_missing_answer_marker"] == 0 and metrics["num_out_of_vocabulary"] == 0, metrics
+    assert metrics["accuracy"] >= 0.5, metrics
