@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from scipy.signal import resample_poly
 from sklearn.model_selection import train_test_split
 
@@ -649,41 +649,68 @@ def caption_windows(length: int, segment_length: int, window_lengths: Sequence[i
 
 
 def build_captions_bundled(
-    *, segment_length: int = 72, window_lengths: Sequence[int] = (24, 36, 48), seed: int = 42
+    *,
+    segment_length: int = 72,
+    window_lengths: Sequence[int] = (24, 36, 48),
+    seed: int = 42,
+    reversed_copies: bool = False,
 ) -> DatasetDict:
     """Windows of 9 real series with captions written from their computed features, in M4-caption prompt format.
 
     Each source is cut into segments of about ``segment_length`` observations; captions are made for every segment
     and for half-overlapping ``window_lengths`` windows inside it. Whole segments are assigned to splits (10 % test,
     10 % validation, ``seed``), so no observation appears in two splits.
+
+    ``reversed_copies`` adds each training window reversed in time, with its caption written from the reversed values
+    (a rising window becomes a falling one; level, spread and period stay), so the trend a caption states can only
+    come from reading the series, not from which source it is. Validation and test are unchanged.
     """
     if segment_length < MIN_CAPTION_LENGTH:
         raise ValueError(f"segment_length={segment_length}; captions need at least {MIN_CAPTION_LENGTH} observations.")
-    records, groups = [], []
+    if not isinstance(reversed_copies, bool):
+        raise ValueError(f"reversed_copies={reversed_copies!r}; it is true or false.")
+    records, groups, reversed_records = [], [], {}
     for source in load_caption_sources():
         for segment, start, stop in caption_windows(source.values.size, segment_length, window_lengths):
-            values = F.as_stored(source.values[start:stop])
-            measured = caption_features(values)
-            records.append(
-                make_record(
-                    id=f"{CAPTIONS_SET}-{source.name}-{start:04d}-{stop:04d}",
-                    task=CAPTIONS_TASK,
-                    pre_prompt=CAPTION_PRE_PROMPT,
-                    time_series=[(DEFAULT_SERIES_TEXT, values)],
-                    post_prompt=CAPTION_POST_PROMPT,
-                    answer=write_caption(measured),
-                    metadata={
-                        "source_set": CAPTIONS_SET,
-                        "source": source.name,
-                        "package": source.package,
-                        "description": source.description,
-                        "frequency": source.frequency,
-                        "source_start": source.start,
-                        "window_start": start,
-                        "window_stop": stop,
-                        "features": F.to_dict(measured),
-                    },
-                )
-            )
+            window = F.as_stored(source.values[start:stop])
+            name = f"{CAPTIONS_SET}-{source.name}-{start:04d}-{stop:04d}"
+            records.append(_caption_record(source, start, stop, window, name, reversed_in_time=False))
             groups.append(f"{source.name}-{segment}")
-    return _dataset_by_group(records, groups, seed)
+            if reversed_copies:
+                backwards = window[::-1].copy()
+                reversed_records[name] = _caption_record(
+                    source, start, stop, backwards, f"{name}-reversed", reversed_in_time=True
+                )
+    splits = _dataset_by_group(records, groups, seed)
+    if reversed_copies:
+        copies = [reversed_records[record_id] for record_id in splits["train"]["id"]]
+        splits["train"] = concatenate_datasets(
+            [splits["train"], records_to_dataset(copies).cast(splits["train"].features)]
+        )
+    return splits
+
+
+def _caption_record(
+    source: SourceSeries, start: int, stop: int, values: np.ndarray, record_id: str, *, reversed_in_time: bool
+) -> dict:
+    measured = caption_features(values)
+    return make_record(
+        id=record_id,
+        task=CAPTIONS_TASK,
+        pre_prompt=CAPTION_PRE_PROMPT,
+        time_series=[(DEFAULT_SERIES_TEXT, values)],
+        post_prompt=CAPTION_POST_PROMPT,
+        answer=write_caption(measured),
+        metadata={
+            "source_set": CAPTIONS_SET,
+            "source": source.name,
+            "package": source.package,
+            "description": source.description,
+            "frequency": source.frequency,
+            "source_start": source.start,
+            "window_start": start,
+            "window_stop": stop,
+            "features": F.to_dict(measured),
+            **({"reversed_in_time": True} if reversed_in_time else {}),
+        },
+    )

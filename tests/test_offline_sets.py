@@ -433,6 +433,34 @@ def test_captions_are_recomputable_and_splits_disjoint(built):
     }  # fmt: skip
 
 
+def test_reversed_caption_copies_flip_the_trend_and_keep_the_rest(built):
+    plain = built["captions_bundled"]
+    both = load_offline("captions_bundled", reversed_copies=True)
+    for split in ("validation", "test"):
+        assert list(both[split]["id"]) == list(plain[split]["id"])
+        assert list(both[split]["answer"]) == list(plain[split]["answer"])
+    ids = list(plain["train"]["id"])
+    assert list(both["train"]["id"]) == ids + [f"{i}-reversed" for i in ids]
+    forward = {row["id"]: row for row in records(plain)}
+    directions = {"increasing": "decreasing", "decreasing": "increasing", "flat": "flat"}
+    flipped = 0
+    for row in both["train"]:
+        if not row["id"].endswith("-reversed"):
+            assert row["answer"] == forward[row["id"]]["answer"]
+            continue
+        source = forward[row["id"].removesuffix("-reversed")]
+        assert values(row).tolist() == values(source).tolist()[::-1]
+        assert meta(row)["reversed_in_time"] is True and "reversed_in_time" not in meta(source)
+        assert row["answer"] == bundled.write_caption(bundled.caption_features(values(row)))
+        ours, theirs = (bundled.caption_features(values(r)) for r in (row, source))
+        assert ours.mean == pytest.approx(theirs.mean) and ours.seasonality.period == theirs.seasonality.period
+        assert ours.trend.direction == directions[theirs.trend.direction]
+        flipped += ours.trend.direction != "flat"
+    assert flipped > 100  # the sources rise more often than they fall; the copies balance them
+    with pytest.raises(ValueError, match="reversed_copies='yes'"):
+        bundled.build_captions_bundled(reversed_copies="yes")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Feature helpers
 
