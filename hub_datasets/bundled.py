@@ -669,24 +669,23 @@ def build_captions_bundled(
         raise ValueError(f"segment_length={segment_length}; captions need at least {MIN_CAPTION_LENGTH} observations.")
     if not isinstance(reversed_copies, bool):
         raise ValueError(f"reversed_copies={reversed_copies!r}; it is true or false.")
-    records, groups, reversed_records = [], [], {}
+    records, groups, windows = [], [], {}
     for source in load_caption_sources():
         for segment, start, stop in caption_windows(source.values.size, segment_length, window_lengths):
             window = F.as_stored(source.values[start:stop])
             name = f"{CAPTIONS_SET}-{source.name}-{start:04d}-{stop:04d}"
             records.append(_caption_record(source, start, stop, window, name, reversed_in_time=False))
             groups.append(f"{source.name}-{segment}")
-            if reversed_copies:
-                backwards = window[::-1].copy()
-                reversed_records[name] = _caption_record(
-                    source, start, stop, backwards, f"{name}-reversed", reversed_in_time=True
-                )
+            windows[name] = source, start, stop, window
     splits = _dataset_by_group(records, groups, seed)
     if reversed_copies:
-        copies = [reversed_records[record_id] for record_id in splits["train"]["id"]]
-        splits["train"] = concatenate_datasets(
-            [splits["train"], records_to_dataset(copies).cast(splits["train"].features)]
-        )
+        copies = []
+        for name in splits["train"]["id"]:
+            source, start, stop, window = windows[name]
+            copies.append(
+                _caption_record(source, start, stop, window[::-1].copy(), f"{name}-reversed", reversed_in_time=True)
+            )
+        splits["train"] = concatenate_datasets([splits["train"], records_to_dataset(copies)])
     return splits
 
 
