@@ -27,8 +27,15 @@ from opentslm_hub.series_io import MAX_COLUMNS, MAX_FILE_BYTES, MAX_ROWS, read_s
 
 PRE_PROMPT = "You are an expert in time series analysis."
 CAPTION_PROMPT = "Please generate a detailed caption for this time-series, describing it as accurately as possible."
-TASKS = ("Caption", "Question with options", "Forecast", "Your question")
-EXAMPLES = ("Nile flow at Aswan, 1871-1970", "Predator and prey (Lotka-Volterra)", "Daily cycle with a trend")
+ACTIVITY_TASK = "Activity (3-axis accelerometer)"
+TASKS = ("Caption", "Question with options", "Forecast", ACTIVITY_TASK, "Your question")
+EXAMPLES = (
+    "Nile flow at Aswan, 1871-1970",
+    "Predator and prey (Lotka-Volterra)",
+    "Daily cycle with a trend",
+    "Accelerometer while walking (BasicMotions, held out)",
+)
+ACTIVITY_MIN_NEW_TOKENS = 160  # the rationale and its "Answer: <activity>" line
 SERIES_TEXT = "This is the {name} series, it has mean {{mean:.4f}} and std {{std:.4f}}:"
 DEFAULT_SOURCE = "default"
 
@@ -98,6 +105,13 @@ def example_series(name: str) -> tuple[list[str], np.ndarray]:
         rng = np.random.default_rng(0)
         values = 20 + 0.03 * steps + 4 * np.sin(2 * np.pi * steps / 24) + rng.normal(0, 0.5, steps.size)
         return ["temperature"], values[None, :]
+    if name == EXAMPLES[3]:
+        from hub_datasets.bundled import load_basic_motions
+
+        # a test recording: no stage of the offline curriculum trains on it
+        _, _, recordings, labels = load_basic_motions()
+        first = int(np.flatnonzero(labels == "walking")[0])
+        return ["x", "y", "z"], recordings[first, :3].copy()
     raise ValueError(f"Unknown example {name!r}; pick one of {', '.join(EXAMPLES)}.")
 
 
@@ -148,6 +162,15 @@ def build_prompt(task: str, question: str, options: str, horizon: int, names: li
             f"Forecast the next {horizon} values of the {names[0]} series. Write them as numbers separated by "
             "commas. Forecast:",
         )
+    if task == ACTIVITY_TASK:
+        if len(names) != 3:
+            raise ValueError(
+                f"The activity task reads a 3-axis accelerometer: 3 columns (x, y, z), about 10 Hz; this series has "
+                f"{len(names)} column(s)."
+            )
+        from hub_datasets.bundled import HAR_POST_PROMPT, HAR_PRE_PROMPT
+
+        return HAR_PRE_PROMPT, HAR_POST_PROMPT
     if task == "Your question":
         if not question:
             raise ValueError("Type a question first.")
@@ -155,9 +178,17 @@ def build_prompt(task: str, question: str, options: str, horizon: int, names: li
     raise ValueError(f"Unknown task {task!r}; pick one of {', '.join(TASKS)}.")
 
 
-def make_inputs(processor, pre: str, post: str, names: list[str], values: np.ndarray):
-    prompt = processor.format_prompt(pre, post, num_series=len(names))
-    texts = [SERIES_TEXT.format(name=name) for name in names]
+def series_texts(task: str, names: list[str]) -> list[str]:
+    """The text before each series: the activity task uses the accelerometer wording its training data has."""
+    if task == ACTIVITY_TASK:
+        from hub_datasets.har_cot import SERIES_TEXTS
+
+        return list(SERIES_TEXTS)
+    return [SERIES_TEXT.format(name=name) for name in names]
+
+
+def make_inputs(processor, pre: str, post: str, texts: list[str], values: np.ndarray):
+    prompt = processor.format_prompt(pre, post, num_series=len(texts))
     return processor(text=prompt, time_series=list(values), time_series_text=texts, return_tensors="pt")
 
 
@@ -317,7 +348,7 @@ def build_demo(
             if use_search and reward is None:
                 raise ValueError("MaxEnt-TS needs a reward: pick Caption or Forecast (questions have no reward here).")
             loaded = active()
-            inputs = make_inputs(loaded.processor, pre, post, names, values)
+            inputs = make_inputs(loaded.processor, pre, post, series_texts(task, names), values)
             context = getattr(getattr(loaded.model.config, "text_config", None), "max_position_embeddings", None)
             length = inputs["input_ids"].shape[1] + int(max_new_tokens)
             if context and length > context:
@@ -364,6 +395,12 @@ def build_demo(
         answer = f"{text}\n\n--- MaxEnt-TS answer ---\n{out.texts[0].strip()}"
         yield answer, table
 
+    def on_task(task_name, tokens):
+        """The activity task's rationale needs room: raise the token limit to it (never lower it)."""
+        if task_name == ACTIVITY_TASK:
+            return max(int(tokens), ACTIVITY_MIN_NEW_TOKENS)
+        return tokens
+
     initial = current["loaded"]
     limit = row_limit(initial)
     with gr.Blocks(title="OpenTSLM demo") as demo:
@@ -393,7 +430,12 @@ def build_demo(
         series = gr.State(None)
         with gr.Row():
             with gr.Column():
-                task = gr.Radio(list(TASKS), value=TASKS[0], label="Task")
+                task = gr.Radio(
+                    list(TASKS),
+                    value=TASKS[0],
+                    label="Task",
+                    info="Activity: badminton, running, standing or walking, from x, y, z acceleration at 10 Hz.",
+                )
                 question = gr.Textbox(label="Question (for 'Question with options' and 'Your question')")
                 options = gr.Textbox(label="Options, separated by ';' (for 'Question with options')")
                 horizon = gr.Slider(1, 24, value=6, step=1, label="Forecast horizon (first channel)")
@@ -412,6 +454,7 @@ def build_demo(
         load_button.click(on_load_model, [source, revision], [model_info, limits], api_name="load_model")
         upload.upload(on_upload, upload, [series, plot, message], api_name="upload_csv")
         example.change(on_example, example, [series, plot, message], api_name="load_example")
+        task.change(on_task, [task, max_new_tokens], max_new_tokens, api_name="choose_task")
         answer_button.click(
             on_answer,
             [series, task, question, options, horizon, max_new_tokens, sample, use_search],

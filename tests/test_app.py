@@ -20,6 +20,10 @@ gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 EXAMPLE_NILE = "Nile flow at Aswan, 1871-1970"
+ACTIVITY_EXAMPLE, ACTIVITY_TASK = (
+    "Accelerometer while walking (BasicMotions, held out)",
+    "Activity (3-axis accelerometer)",
+)
 
 
 def tiny_model_and_processor():
@@ -79,6 +83,13 @@ def test_prompts_and_rewards():
     assert app.make_reward("Your question", np.zeros((1, 8)), 4) is None
     names, values = app.example_series(app.EXAMPLES[1])
     assert names == ["prey", "predator"] and values.shape == (2, 120)
+    pre, post = app.build_prompt(app.ACTIVITY_TASK, "", "", 6, ["x", "y", "z"])
+    assert "badminton, running, standing, walking." in pre and post == "Rationale:"
+    assert [text.split(",")[0] for text in app.series_texts(app.ACTIVITY_TASK, ["a", "b", "c"])] == [
+        f"The following is the accelerometer data on the {axis}-axis" for axis in "xyz"
+    ]
+    with pytest.raises(ValueError, match="3-axis accelerometer: 3 columns .* this series has 2 column"):
+        app.build_prompt(app.ACTIVITY_TASK, "", "", 6, ["x", "y"])
 
 
 def test_reader_limits():
@@ -125,6 +136,23 @@ def test_search_reports_statistics(client, tmp_path):
         assert row in table
     _, info = client.predict("Your question", "why?", "", 3, 16, False, True, api_name="/answer")
     assert "MaxEnt-TS needs a reward" in info
+
+
+def test_activity_task_on_the_accelerometer_example(client, tmp_path):
+    from gradio_client import handle_file
+
+    import app
+
+    _, message = client.predict(app.EXAMPLES[3], api_name="/load_example")
+    assert "3 channel(s) (x, y, z), 100 time steps." in message
+    assert client.predict(app.ACTIVITY_TASK, 64, api_name="/choose_task") == app.ACTIVITY_MIN_NEW_TOKENS
+    assert client.predict(app.ACTIVITY_TASK, 200, api_name="/choose_task") == 200
+    assert client.predict("Caption", 64, api_name="/choose_task") == 64
+    answer, info = client.predict(app.ACTIVITY_TASK, "", "", 6, 8, False, False, api_name="/answer")
+    assert isinstance(answer, str) and "Done (greedy" in info
+    client.predict(handle_file(write(tmp_path, "one.csv", "\n".join(map(str, range(20))))), api_name="/upload_csv")
+    _, info = client.predict(app.ACTIVITY_TASK, "", "", 6, 8, False, False, api_name="/answer")
+    assert "opentslm-error" in info and "3-axis accelerometer" in info and "has 1 column(s)" in info
 
 
 @pytest.mark.parametrize(
@@ -209,6 +237,10 @@ def test_python_app_py_serves_the_offline_default(tmp_path, smollm2_dir):
         assert "100 time steps" in message
         answer, info = client.predict("Caption", "", "", 6, 8, False, False, api_name="/answer")
         assert answer.strip() and "Done (greedy, the offline default model (OpenTSLM-SP" in info
+        # stage 3 of its curriculum: a held-out accelerometer recording, a rationale ending in the right activity
+        client.predict(ACTIVITY_EXAMPLE, api_name="/load_example")
+        answer, info = client.predict(ACTIVITY_TASK, "", "", 6, 160, False, False, api_name="/answer")
+        assert answer.rstrip().endswith("Answer: walking"), answer
     finally:
         process.terminate()
         process.wait(timeout=30)
