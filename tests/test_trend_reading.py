@@ -7,12 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from benchmark_runner import ROOT, run_benchmark
 from datasets import load_from_disk
-from tiny import TINY_ENCODER, tiny_text_config, tiny_tokenizer
+from tiny import tiny_opentslm, tiny_processor
 
-from modeling_opentslm import OpenTSLMConfig, OpenTSLMForCausalLM, OpenTSLMProcessor
 from opentslm_hub import features as F
 from opentslm_hub.parsing import read_caption_facts
 
@@ -46,16 +44,8 @@ def test_sets_reverse_the_series_and_recompute_every_answer(tmp_path):
 
 @pytest.mark.slow
 def test_trend_reading_runs_on_a_tiny_model(tmp_path):
-    tokenizer = tiny_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<ts>"]})
-    processor = OpenTSLMProcessor(tokenizer=tokenizer, use_chat_template=True)
-    torch.manual_seed(0)
-    config = OpenTSLMConfig(
-        text_config=tiny_text_config("llama", len(tokenizer)),
-        encoder_config=TINY_ENCODER,
-        ts_token_id=processor.ts_token_id,
-    )
-    OpenTSLMForCausalLM(config).save_pretrained(tmp_path / "model")
+    processor = tiny_processor(use_chat_template=True)
+    tiny_opentslm(processor).save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     output = tmp_path / "trend_reading.json"
     done = run_benchmark("trend_reading.py", "--model_path", tmp_path / "model", "--output", output)
