@@ -6,7 +6,7 @@ prompt's text (mean and std) is the same both ways and only the series differs. 
 its answer with the direction; a model that states a prior gives the same answer both ways. Four sets, all from the
 test split of `captions_bundled` (no training record shares an observation with them):
 
-- captions, forward: the test split as it is, scored with the captioning metrics (`trend_accuracy` and the rest);
+- captions, forward: the test split as it is (the trend a caption states, read with `read_caption_facts`);
 - captions, reversed: each window reversed, with its caption written again from the reversed values;
 - trend questions, forward and reversed: stage 1's trend question ("upward / downward / constant trend", options
   rotated from record to record) on the same windows, the answer being the window's own least-squares trend.
@@ -40,7 +40,6 @@ from hub_datasets.synthetic import TSQA_QUESTIONS, TSQA_SERIES_TEXT
 from opentslm_hub import features as F
 from opentslm_hub.parsing import read_caption_facts
 
-DIRECTIONS = ("increasing", "decreasing", "flat")
 OPTION_OF = {"increasing": "upward trend", "decreasing": "downward trend", "flat": "constant trend"}
 
 
@@ -76,9 +75,7 @@ def trend_question(record: dict, rotation: int) -> dict:
 
 
 def build_sets(folder: Path) -> dict[str, Path]:
-    test = [dict(record) for record in load_offline("captions_bundled")["test"]]
-    for record in test:
-        record["time_series"] = [dict(series) for series in record["time_series"]]
+    test = list(load_offline("captions_bundled")["test"])
     backwards = [reversed_caption(record) for record in test]
     sets = {
         "captions, forward": test,
@@ -97,7 +94,7 @@ def build_sets(folder: Path) -> dict[str, Path]:
 def stated_direction(name: str, text: str) -> str | None:
     if name.startswith("captions"):
         return read_caption_facts(text).trend
-    found = [d for d in DIRECTIONS if OPTION_OF[d].split()[0] in text]
+    found = [d for d in OPTION_OF if OPTION_OF[d].split()[0] in text]
     return found[0] if len(found) == 1 else None
 
 
@@ -110,12 +107,10 @@ def evaluate(model_path: str, base_model: str | None, name: str, dataset: Path, 
     ]  # fmt: skip
     subprocess.run(command, check=True)
     rows = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
-    pairs = Counter()
-    for row in rows:
-        truth = stated_direction(name, row["reference"])
-        pairs[f"{truth} -> {stated_direction(name, row['prediction'])}"] += 1
-    hits = [stated_direction(name, r["prediction"]) == stated_direction(name, r["reference"]) for r in rows]
-    return {"records": len(rows), "trend_accuracy": float(np.mean(hits)), "stated": dict(sorted(pairs.items()))}
+    pairs = Counter((stated_direction(name, r["reference"]), stated_direction(name, r["prediction"])) for r in rows)
+    hits = sum(count for (truth, stated), count in pairs.items() if truth == stated)
+    stated = {f"{truth} -> {said}": count for (truth, said), count in sorted(pairs.items(), key=str)}
+    return {"records": len(rows), "trend_accuracy": hits / len(rows), "stated": stated}
 
 
 def main() -> None:
