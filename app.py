@@ -153,9 +153,9 @@ def build_prompt(task: str, question: str, options: str, horizon: int, names: li
         choices = [choice.strip() for choice in (options or "").replace("\n", ";").split(";") if choice.strip()]
         if not question or len(choices) < 2:
             raise ValueError("A question with options needs a question and at least two options separated by ';'.")
-        letters = [f"({chr(ord('a') + k)})" for k in range(len(choices))]
-        listing = "\n".join(f"{letter} {choice}" for letter, choice in zip(letters, choices))
-        return f"{question}\n{listing}", "Answer with one option. Answer:"
+        from hub_datasets.schema import option_listing
+
+        return f"{question}\n{option_listing(choices)}", "Answer with one option. Answer:"
     if task == "Forecast":
         return (
             "You are an expert in time series forecasting.",

@@ -1,15 +1,19 @@
 """Does a model read a series' trend, or state a prior? Captions and trend questions on held-out real windows,
-forward and reversed in time.
+forward and reversed in time, and captions of held-out synthetic series.
 
 Reversing a window in time flips its trend (rising becomes falling) and keeps its level, spread and period, so the
 prompt's text (mean and std) is the same both ways and only the series differs. A model that reads the trend changes
-its answer with the direction; a model that states a prior gives the same answer both ways. Four sets, all from the
+its answer with the direction; a model that states a prior gives the same answer both ways. Four sets come from the
 test split of `captions_bundled` (no training record shares an observation with them):
 
 - captions, forward: the test split as it is (the trend a caption states, read with `read_caption_facts`);
 - captions, reversed: each window reversed, with its caption written again from the reversed values;
 - trend questions, forward and reversed: stage 1's trend question ("upward / downward / constant trend", options
   rotated from record to record) on the same windows, the answer being the window's own least-squares trend.
+
+A fifth, captions, synthetic, is the test split of `captions_synthetic`: series whose level, scale, cycles and
+direction vary independently (a third each rising, falling and flat), so it tells whether the model reads the trend
+at all, apart from whether it carries over to real series.
 
 Each set is evaluated with `python -m recipes.run_eval` (greedy, fp32). The table gives, per set, the accuracy and
 how often each direction was stated for each true direction.
@@ -35,7 +39,7 @@ from datasets import DatasetDict
 from hub_datasets.bundled import caption_features, write_caption
 from hub_datasets.common import records_to_dataset
 from hub_datasets.offline import load_offline
-from hub_datasets.schema import make_record
+from hub_datasets.schema import make_record, option_letters, option_listing
 from hub_datasets.synthetic import TSQA_QUESTIONS, TSQA_SERIES_TEXT
 from opentslm_hub import features as F
 from opentslm_hub.parsing import read_caption_facts
@@ -61,12 +65,11 @@ def trend_question(record: dict, rotation: int) -> dict:
     values = np.asarray(record["time_series"][0]["values"], dtype=np.float64)
     correct = OPTION_OF[F.linear_trend(values).direction]
     order = list(np.roll(options, rotation))
-    letters = [f"({chr(ord('a') + k)})" for k in range(len(order))]
-    letter = letters[order.index(correct)]
+    letter = option_letters(len(order))[order.index(correct)]
     return make_record(
         id=record["id"],
         task="tsqa",
-        pre_prompt=question + "\n" + "\n".join(f"{x} {o}" for x, o in zip(letters, order)),
+        pre_prompt=f"{question}\n{option_listing(order)}",
         time_series=[(TSQA_SERIES_TEXT, values)],
         post_prompt="Predict the trend Answer:",
         answer=f"{correct} {letter}",
@@ -82,6 +85,7 @@ def build_sets(folder: Path) -> dict[str, Path]:
         "captions, reversed": backwards,
         "trend questions, forward": [trend_question(r, k) for k, r in enumerate(test)],
         "trend questions, reversed": [trend_question(r, k) for k, r in enumerate(backwards)],
+        "captions, synthetic": list(load_offline("captions_synthetic")["test"]),
     }
     paths = {}
     for number, (name, records) in enumerate(sets.items()):

@@ -36,6 +36,18 @@ RECORD_FEATURES = Features(
 DEFAULT_SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}:"
 
 
+def option_letters(count: int) -> list[str]:
+    """The tags of ``count`` multiple-choice options, as TSQA writes them: ``(a)``, ``(b)``, ..."""
+    if not 1 <= count <= 26:
+        raise ValueError(f"{count} options; a multiple-choice question takes 1 to 26 (letters a to z).")
+    return [f"({chr(ord('a') + k)})" for k in range(count)]
+
+
+def option_listing(options: Sequence[str]) -> str:
+    """The options one per line, each after its letter: ``"(a) upward trend\n(b) constant trend"``."""
+    return "\n".join(f"{letter} {option}" for letter, option in zip(option_letters(len(options)), options))
+
+
 def make_record(
     *,
     id: str,

@@ -25,8 +25,16 @@ from scipy.integrate import solve_ivp
 
 from opentslm_hub import features as F
 
+from .bundled import (
+    CAPTION_POST_PROMPT,
+    CAPTION_PRE_PROMPT,
+    CAPTIONS_TASK,
+    MIN_CAPTION_LENGTH,
+    caption_features,
+    write_caption,
+)
 from .common import records_to_dataset, split_like_upstream, stratified_split_like_upstream
-from .schema import make_record
+from .schema import DEFAULT_SERIES_TEXT, make_record, option_letters, option_listing
 from .sleep_cot import LABELS as SLEEP_LABELS
 from .sleep_cot import POST_PROMPT as SLEEP_POST_PROMPT
 from .sleep_cot import PRE_PROMPT as SLEEP_PRE_PROMPT
@@ -88,7 +96,7 @@ TSQA_QUESTIONS: dict[str, tuple[str, tuple[str, str, str]]] = {
         ("low noise", "moderate noise", "high noise"),
     ),
 }
-LETTERS = ("(a)", "(b)", "(c)")
+LETTERS = tuple(option_letters(3))
 ANSWER_FORMATS = {"letter_first": "{letter} {option}", "option_first": "{option} {letter}"}
 
 # Feature thresholds that decide whether a generated series really shows its class (see _tsqa_check).
@@ -267,12 +275,11 @@ def build_tsqa_synthetic(
 
                 values, params, measured, shuffled = _generate_consistent(seed, keys, generate, TSQA_SET)
                 letter = LETTERS[shuffled.index(option)]
-                listing = "\n".join(f"{tag} {text}" for tag, text in zip(LETTERS, shuffled))
                 records.append(
                     make_record(
                         id=f"{TSQA_SET}-{feature}-{option_index}-{number:04d}",
                         task=TSQA_TASK,
-                        pre_prompt=f"{question}\n{listing}",
+                        pre_prompt=f"{question}\n{option_listing(shuffled)}",
                         time_series=[(TSQA_SERIES_TEXT, values)],
                         post_prompt=f"Predict the {feature} Answer:",
                         answer=ANSWER_FORMATS[answer_format].format(letter=letter, option=option),
@@ -755,6 +762,87 @@ def build_lotka_volterra_forecast(
                     "time_step": time_step,
                     "answer_format": f"prey,predator;... with {LV_DECIMALS} decimals",
                     "ode_params": {key: float(value) for key, value in params.items()},
+                },
+            )
+        )
+    return split_like_upstream(records_to_dataset(records))
+
+
+# ====================================================================================================================
+# Captions of synthetic series (stage 2 shape, the same captions as captions_bundled)
+
+CAPTIONS_SYNTHETIC_SET = "captions_synthetic"
+CAPTION_TRENDS = ("increasing", "decreasing", "flat")
+CAPTION_MAX_LENGTH = 114  # the longest captions_bundled window
+
+
+def synthetic_caption_series(direction: str, length: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """A series meant to have the trend ``direction``: AR(1) noise, often a sinusoid (mostly whole cycles, sometimes a part of one)
+    and a straight line whose total change is 0.6–6 standard deviations of the rest (0 for ``"flat"``), at a random
+    level and scale. The caller checks the computed direction; a partial cycle can still look like a trend."""
+    if direction not in CAPTION_TRENDS:
+        raise ValueError(f"direction={direction!r}; expected one of {CAPTION_TRENDS}.")
+    phi = rng.uniform(0.0, 0.9)
+    shocks = rng.normal(size=length)
+    noise = np.empty(length)
+    noise[0] = shocks[0]
+    for step in range(1, length):
+        noise[step] = phi * noise[step - 1] + shocks[step]
+    x = noise / noise.std()
+    params: dict[str, Any] = {"ar_phi": phi, "length": length}
+    if rng.random() < 0.7:
+        # mostly whole cycles (at least 2.5 in the window), sometimes a part of a long one
+        period = rng.uniform(4.0, length / 2.5) if rng.random() < 0.75 else rng.uniform(length / 2, 1.5 * length)
+        amplitude = rng.uniform(0.5, 4.0)
+        x = x + amplitude * _sine(length, period, rng.uniform(0.0, 2 * math.pi))
+        params |= {"period": period, "amplitude": amplitude}
+    sign = {"increasing": 1.0, "decreasing": -1.0, "flat": 0.0}[direction]
+    change = sign * rng.uniform(0.6, 6.0) * x.std()
+    x = x + change * np.linspace(0.0, 1.0, length)
+    scale = 10.0 ** rng.uniform(-1.0, 3.0)
+    level = scale * rng.uniform(-2.0, 30.0)
+    params |= {"total_change": change, "scale": scale, "level": level}
+    return F.as_stored(level + scale * x), params
+
+
+def build_captions_synthetic(*, num_series: int = 900, seed: int = 42) -> DatasetDict:
+    """Synthetic series of 24–114 observations with the captions `captions_bundled` writes, balanced over trend
+    direction (increasing, decreasing, flat).
+
+    The real windows of `captions_bundled` come from nine sources, so a caption's trend can be told from the level the
+    prompt states; here level, scale, noise, cycles and direction vary independently, so the trend can only be read
+    from the series. A series whose computed direction disagrees with its class is regenerated. Splits: 10 % test
+    (seed 42), 10 % validation (seed 43).
+    """
+    if num_series < 10:
+        raise ValueError(f"num_series={num_series}; need at least 10 for an 80/10/10 split.")
+    records = []
+    for number in range(num_series):
+        direction = CAPTION_TRENDS[number % len(CAPTION_TRENDS)]
+
+        def generate(rng: np.random.Generator, direction=direction):
+            values, params = synthetic_caption_series(
+                direction, int(rng.integers(MIN_CAPTION_LENGTH, CAPTION_MAX_LENGTH + 1)), rng
+            )
+            measured = caption_features(values)
+            return (values, params, measured) if measured.trend.direction == direction else None
+
+        values, params, measured = _generate_consistent(seed, (5, number), generate, CAPTIONS_SYNTHETIC_SET)
+        records.append(
+            make_record(
+                id=f"{CAPTIONS_SYNTHETIC_SET}-{number:04d}",
+                task=CAPTIONS_TASK,
+                pre_prompt=CAPTION_PRE_PROMPT,
+                time_series=[(DEFAULT_SERIES_TEXT, values)],
+                post_prompt=CAPTION_POST_PROMPT,
+                answer=write_caption(measured),
+                label="",
+                metadata={
+                    "source_set": CAPTIONS_SYNTHETIC_SET,
+                    "synthetic": True,
+                    "trend_class": direction,
+                    "generator": F.jsonable(params),
+                    "features": F.to_dict(measured),
                 },
             )
         )

@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 import pytest
 
-from hub_datasets import bundled, synthetic
+from hub_datasets import bundled, schema, synthetic
 from hub_datasets.offline import OFFLINE_SETS, available, load_offline, main, render_card
 from hub_datasets.schema import RECORD_FEATURES
 from opentslm_hub import features as F
@@ -30,6 +30,7 @@ SPLITS = ("train", "validation", "test")
 EXPECTED_SIZES = {
     "tsqa_synthetic": (239, 31, 30),
     "captions_bundled": (290, 33, 39),
+    "captions_synthetic": (720, 90, 90),
     "har_cot_bundled": (32, 8, 40),
     "sleep_cot_synthetic": (239, 31, 30),
     "ecg_qa_cot_bundled": (82, 18, 16),
@@ -39,6 +40,7 @@ EXPECTED_SIZES = {
 EXPECTED_TASKS = {
     "tsqa_synthetic": "tsqa",
     "captions_bundled": "m4",
+    "captions_synthetic": "m4",
     "har_cot_bundled": "har_cot",
     "sleep_cot_synthetic": "sleep_cot",
     "ecg_qa_cot_bundled": "ecg_qa_cot",
@@ -48,6 +50,7 @@ EXPECTED_TASKS = {
 # Small sizes for the build-twice determinism check of the slower synthetic sets.
 SMALL = {
     "tsqa_synthetic": {"num_per_class": 4},
+    "captions_synthetic": {"num_series": 30},
     "sleep_cot_synthetic": {"num_per_stage": 10},
     "ou_annotations": {"num_series": 20},
     "lotka_volterra_forecast": {"num_series": 20},
@@ -214,6 +217,14 @@ def test_tsqa_answer_option_and_generator_agree(built):
         assert option == expected
         # ... and the stored series' own features support it
         assert synthetic.tsqa_class_from_features(feature, synthetic.tsqa_measure(feature, values(row))) == option
+
+
+def test_option_listing_tags_each_option_with_its_letter():
+    assert schema.option_letters(3) == ["(a)", "(b)", "(c)"]
+    assert schema.option_listing(["upward trend", "constant trend"]) == "(a) upward trend\n(b) constant trend"
+    for count in (0, 27):
+        with pytest.raises(ValueError, match=f"{count} options"):
+            schema.option_letters(count)
 
 
 def test_tsqa_classes_and_letters_are_balanced(built):
@@ -463,6 +474,31 @@ def test_reversed_caption_copies_flip_the_trend_and_keep_the_rest(built):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Feature helpers
+
+
+def test_synthetic_captions_are_recomputable_balanced_and_varied(built):
+    rows = records(built["captions_synthetic"])
+    directions = []
+    for row in rows:
+        info, x = meta(row), values(row)
+        measured = bundled.caption_features(x)
+        assert row["answer"] == bundled.write_caption(measured)
+        assert measured.trend.direction == info["trend_class"]
+        assert bundled.MIN_CAPTION_LENGTH <= x.size <= synthetic.CAPTION_MAX_LENGTH
+        assert row["pre_prompt"] == built["captions_bundled"]["train"][0]["pre_prompt"]
+        assert row["post_prompt"] == built["captions_bundled"]["train"][0]["post_prompt"]
+        directions.append(info["trend_class"])
+    assert {directions.count(d) for d in synthetic.CAPTION_TRENDS} == {300}
+    # every direction at levels from below 1 to the thousands, with and without a detected period
+    for direction in synthetic.CAPTION_TRENDS:
+        ours = [meta(row)["features"] for row, d in zip(rows, directions) if d == direction]
+        means = [abs(f["mean"]) for f in ours]
+        assert min(means) < 1 and max(means) > 1000
+        assert 0.2 < np.mean([f["seasonality"]["period"] is not None for f in ours]) < 0.8
+    with pytest.raises(ValueError, match="direction='sideways'"):
+        synthetic.synthetic_caption_series("sideways", 30, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="num_series=5"):
+        synthetic.build_captions_synthetic(num_series=5)
 
 
 def test_feature_helpers_on_known_series():

@@ -1,4 +1,4 @@
-"""benchmarks/trend_reading.py: its four held-out sets, and a run end to end on a tiny random model."""
+"""benchmarks/trend_reading.py: its five held-out sets, and a run end to end on a tiny random model."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def test_sets_reverse_the_series_and_recompute_every_answer(tmp_path):
         assert question["answer"].endswith(question["label"])
         flipped += direction != F.linear_trend(values).direction
     assert flipped >= 10  # the rising co2 windows fall when reversed
+    synthetic = [read_caption_facts(row["answer"]).trend for row in sets["captions, synthetic"]]
+    assert len(synthetic) == 90 and min(synthetic.count(d) for d in ("increasing", "decreasing", "flat")) > 20
     assert bench.stated_direction("trend questions", "constant trend (c)") == "flat"
     assert bench.stated_direction("trend questions", "upward trend or downward trend") is None
 
@@ -56,6 +58,7 @@ def test_trend_reading_runs_on_a_tiny_model(tmp_path):
         "captions, reversed",
         "trend questions, forward",
         "trend questions, reversed",
+        "captions, synthetic",
     ]
     for row in sets.values():
         assert row["records"] == sum(row["stated"].values()) > 30 and 0 <= row["trend_accuracy"] <= 1
