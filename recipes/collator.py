@@ -6,6 +6,7 @@ and evaluation need: reading a record, appending the answer, and labels that tak
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,34 @@ def encode_prompts(processor: OpenTSLMProcessor, records: Sequence[Mapping[str, 
     )
 
 
+class LossEmphasis:
+    """More loss weight on the answer tokens that matter most: every token that overlaps a match of `pattern` in the
+    answer weighs `weight` times an ordinary answer token (EOS and the other answer tokens weigh 1).
+
+    A caption's trend is one phrase among some 160 tokens, a rationale's label one word after a paragraph; a
+    `pattern` such as `no clear overall trend|(?:upward|downward) trend` or `Answer: \\w+` puts the loss where the
+    answer is decided. With `loss_weighting: sample` each sample still counts once: its token weights are normalised
+    to sum to one.
+    """
+
+    def __init__(self, pattern: str | re.Pattern, weight: float):
+        try:
+            self.pattern = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"loss emphasis pattern {pattern!r} is not a regular expression: {error}.") from None
+        if not weight > 0:
+            raise ValueError(f"loss emphasis weight must be > 0, got {weight}.")
+        self.weight = float(weight)
+
+    def token_weights(self, answer: str, offsets: Sequence[tuple[int, int]]) -> list[float]:
+        """One weight per answer token, from the tokens' character `offsets` in `answer`."""
+        spans = [match.span() for match in self.pattern.finditer(answer) if match.end() > match.start()]
+        return [self.weight if any(s < end and start < e for s, e in spans) else 1.0 for start, end in offsets]
+
+    def __repr__(self) -> str:
+        return f"LossEmphasis({self.pattern.pattern!r}, weight={self.weight})"
+
+
 def answer_sequences(
     processor: OpenTSLMProcessor,
     text: Sequence[str],
@@ -49,9 +78,11 @@ def answer_sequences(
     time_series_text: Sequence[Any] | None = None,
     *,
     max_length: int | None = None,
-) -> tuple[BatchFeature, list[list[int]], list[list[int]]]:
+    emphasis: LossEmphasis | None = None,
+) -> tuple[BatchFeature, list[list[int]], list[list[int]], list[list[float]] | None]:
     """Each prompt followed by its answer and EOS, unpadded: the processor's output for the prompts (with the
-    series), the token ids of every sample and its labels (-100 except on the answer and its EOS).
+    series), the token ids of every sample, its labels (-100 except on the answer and its EOS) and, with `emphasis`,
+    a loss weight per token (0 on the prompt; see `LossEmphasis`).
 
     The answer is tokenised on its own, without special tokens, so the prompt's tokens are exactly those the model
     sees at generation time.
@@ -66,9 +97,10 @@ def answer_sequences(
         text=text, time_series=time_series, time_series_text=time_series_text, padding=False, return_tensors=None
     )
     tokenizer = processor.tokenizer
-    input_ids, labels = [], []
+    input_ids, labels, weights = [], [], [] if emphasis is not None else None
     for index, (ids, answer) in enumerate(zip(prompts["input_ids"], answers)):
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=emphasis is not None)
+        answer_ids = encoded["input_ids"] + [tokenizer.eos_token_id]
         if processor.ts_token_id in answer_ids:
             raise ValueError(f"Sample {index}: the answer contains the placeholder {processor.ts_token!r}.")
         if max_length is not None and len(ids) + len(answer_ids) > max_length:
@@ -78,7 +110,9 @@ def answer_sequences(
             )
         input_ids.append(ids + answer_ids)
         labels.append([IGNORE_INDEX] * len(ids) + answer_ids)
-    return prompts, input_ids, labels
+        if weights is not None:
+            weights.append([0.0] * len(ids) + emphasis.token_weights(answer, encoded["offset_mapping"]) + [1.0])
+    return prompts, input_ids, labels, weights
 
 
 def encode_with_answers(
@@ -91,9 +125,10 @@ def encode_with_answers(
     padding_side: str = "left",
     max_length: int | None = None,
     padding_free: bool = False,
+    emphasis: LossEmphasis | None = None,
 ) -> BatchFeature:
-    """Prompts followed by their answers and EOS, with `labels` (-100 everywhere except on the answer and its EOS);
-    see `answer_sequences`.
+    """Prompts followed by their answers and EOS, with `labels` (-100 everywhere except on the answer and its EOS)
+    and, with `emphasis`, `loss_weights` of the labels' shape (see `LossEmphasis`); see `answer_sequences`.
 
     By default the samples are padded to the longest (`padding_side`). With `padding_free=True` they are packed one
     after the other in a single row, without padding: `input_ids` and `labels` are `(1, total_tokens)` and
@@ -104,8 +139,8 @@ def encode_with_answers(
     packing does not change. Samples that all have the same length need no padding and keep one row each: packing
     them would only make attention scan the whole packed row (what a varlen kernel avoids, SDPA and eager do not).
     """
-    prompts, input_ids, labels = answer_sequences(
-        processor, text, answers, time_series, time_series_text, max_length=max_length
+    prompts, input_ids, labels, weights = answer_sequences(
+        processor, text, answers, time_series, time_series_text, max_length=max_length, emphasis=emphasis
     )
     if padding_free and len({len(ids) for ids in input_ids}) > 1:
         for target in labels:
@@ -115,6 +150,8 @@ def encode_with_answers(
             "labels": np.asarray([[token for target in labels for token in target]], dtype=np.int64),
             "position_ids": np.asarray([[i for ids in input_ids for i in range(len(ids))]], dtype=np.int64),
         }
+        if weights is not None:
+            data["loss_weights"] = np.asarray([[w for row in weights for w in row]], dtype=np.float32)
     else:
         data = processor.pad_text(input_ids, padding_side=padding_side)
         longest = data["input_ids"].shape[1]
@@ -122,6 +159,15 @@ def encode_with_answers(
         for row, target in enumerate(labels):
             span = slice(longest - len(target), longest) if padding_side == "left" else slice(0, len(target))
             data["labels"][row, span] = target
+        if weights is not None:
+            data["loss_weights"] = np.zeros((len(weights), longest), dtype=np.float32)
+            for row, row_weights in enumerate(weights):
+                span = (
+                    slice(longest - len(row_weights), longest)
+                    if padding_side == "left"
+                    else slice(0, len(row_weights))
+                )
+                data["loss_weights"][row, span] = row_weights
     for name in ("time_series", "time_series_mask"):
         if name in prompts:
             data[name] = np.asarray(prompts[name], dtype=np.float32 if name == "time_series" else np.int64)
@@ -133,7 +179,8 @@ class OpenTSLMDataCollator:
 
     With `padding_free=True` the batch is packed into one row without padding (see `encode_with_answers`): the same loss
     and gradients as the padded batch, without computing padding. SP models only (Flamingo's cross-attention needs
-    one sample per row).
+    one sample per row). With `emphasis` (a `LossEmphasis`) the batch also holds `loss_weights`, which the trainer's
+    loss reads and the model never sees.
     """
 
     def __init__(
@@ -143,11 +190,13 @@ class OpenTSLMDataCollator:
         padding_side: str = "left",
         max_length: int | None = None,
         padding_free: bool = False,
+        emphasis: LossEmphasis | None = None,
     ):
         self.processor = processor
         self.padding_side = padding_side
         self.max_length = max_length
         self.padding_free = padding_free
+        self.emphasis = emphasis
 
     def __call__(self, records: list[dict[str, Any]]) -> BatchFeature:
         prepared = [record_inputs(record, self.processor) for record in records]
@@ -163,5 +212,9 @@ class OpenTSLMDataCollator:
             [p["time_series_text"] for p in prepared],
         )
         return encode_with_answers(
-            *arguments, padding_side=self.padding_side, max_length=self.max_length, padding_free=self.padding_free
+            *arguments,
+            padding_side=self.padding_side,
+            max_length=self.max_length,
+            padding_free=self.padding_free,
+            emphasis=self.emphasis,
         )

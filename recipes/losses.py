@@ -51,8 +51,12 @@ def sample_mean_loss(
 ):
     """The sum over this batch's samples of each sample's mean token loss, divided by `num_samples` (default: the
     samples of this batch, which gives their mean). Each label weighs 1 / (its sample's labels x `num_samples`), and
-    the model computes the weighted loss on the labelled positions only (`skip_logits`, `label_weights`). Returns the
-    loss and the model's outputs."""
+    the model computes the weighted loss on the labelled positions only (`skip_logits`, `label_weights`). With
+    `loss_weights` in `inputs` (`recipes.collator.LossEmphasis`) a sample's mean is weighted by them: a label weighs
+    its loss weight / (the sum of its sample's loss weights x `num_samples`). Returns the loss and the model's
+    outputs."""
+    inputs = dict(inputs)
+    loss_weights = inputs.pop("loss_weights", None)
     labels = inputs["labels"]
     labelled = labels != IGNORE_INDEX
     labelled[..., 0] = False  # the first label of a row predicts nothing, as the model's own shift drops it
@@ -61,10 +65,16 @@ def sample_mean_loss(
     # sample_ids are those of the predicting positions: the label at t + 1 belongs to the sample of position t
     ids = nn.functional.pad(sample_ids(inputs), (1, 0))[..., :-1][labelled]
     _, sample_of_label = ids.unique(return_inverse=True)
-    labels_per_sample = torch.bincount(sample_of_label).float()
+    if loss_weights is None:
+        token_weights = torch.ones(sample_of_label.shape, dtype=torch.float32, device=labels.device)
+    else:
+        if loss_weights.shape != labels.shape:
+            raise ValueError(f"loss_weights has shape {tuple(loss_weights.shape)}; labels {tuple(labels.shape)}.")
+        token_weights = loss_weights.to(device=labels.device, dtype=torch.float32)[labelled]
+    weight_per_sample = torch.bincount(sample_of_label, weights=token_weights).float()
     if num_samples is None:
-        num_samples = labels_per_sample.numel()
+        num_samples = weight_per_sample.numel()
     weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    weights[labelled] = 1.0 / (labels_per_sample[sample_of_label] * num_samples)
+    weights[labelled] = token_weights / (weight_per_sample[sample_of_label] * num_samples)
     outputs = model(**inputs, skip_logits=True, label_weights=weights)
     return outputs.loss, outputs

@@ -28,7 +28,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser
 from modeling_opentslm import OpenTSLMForCausalLM, OpenTSLMProcessor
 from opentslm_hub.offline_llm import hub_id_of
 from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION
-from recipes.collator import OpenTSLMDataCollator
+from recipes.collator import LossEmphasis, OpenTSLMDataCollator
 from recipes.losses import LOSS_WEIGHTINGS, count_samples, sample_mean_loss
 
 logger = logging.getLogger("recipes.sft")
@@ -139,6 +139,17 @@ class OpenTSLMScriptArguments(ScriptArguments):
             "choices": list(LOSS_WEIGHTINGS),
         },
     )
+    loss_emphasis: str | None = field(
+        default=None,
+        metadata={
+            "help": "A regular expression over the answer: the answer tokens it matches weigh loss_emphasis_weight "
+            "times the others in each sample's loss (needs loss_weighting 'sample'). For example the trend phrase of "
+            "a caption, or a rationale's final 'Answer: <label>'."
+        },
+    )
+    loss_emphasis_weight: float = field(
+        default=1.0, metadata={"help": "How much more the loss_emphasis tokens weigh than other answer tokens."}
+    )
     early_stopping_patience: int | None = field(
         default=5, metadata={"help": "Evaluations without improvement of eval_loss before stopping; null: never."}
     )
@@ -241,7 +252,8 @@ class OpenTSLMTrainer(SFTTrainer):
       alike (warm-up, then linear decay).
     - Loss: the model's forward computes it, so the placeholder token stays out of the softmax exactly as in
       generation (TRL's fused LM head would score the raw logits). With `loss_weighting="sample"` the training loss
-      weighs every sample alike rather than every answer token (`recipes.losses`); evaluation losses stay per token.
+      weighs every sample alike rather than every answer token (`recipes.losses`), and `loss_emphasis` weighs the
+      answer tokens it matches more within each sample; evaluation losses stay per token, unweighted.
     """
 
     def __init__(
@@ -310,6 +322,7 @@ class OpenTSLMTrainer(SFTTrainer):
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # DDP averages the gradients of the processes
             return (loss, outputs) if return_outputs else loss
+        inputs = {key: value for key, value in inputs.items() if key != "loss_weights"}  # per token, unweighted
         if not return_outputs and self.label_smoother is None and "labels" in inputs:
             # A training step needs the loss only: no logits outside the labelled positions.
             inputs = {**inputs, "skip_logits": True}
@@ -452,6 +465,12 @@ def validate_arguments(
         raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
     if script_args.replay_datasets and not script_args.replay_fraction > 0:
         raise ValueError(f"replay_fraction must be > 0 with replay_datasets, got {script_args.replay_fraction}.")
+    if script_args.loss_emphasis is not None:
+        if script_args.loss_weighting != "sample":
+            raise ValueError(
+                "loss_emphasis needs loss_weighting: sample (each sample's token weights are normalised to sum to one)."
+            )
+        LossEmphasis(script_args.loss_emphasis, script_args.loss_emphasis_weight)  # a bad pattern or weight fails here
     if script_args.dataset_streaming:
         raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
     if training_args.remove_unused_columns:
@@ -574,7 +593,12 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         )
     # padding_free: the collator packs each batch into one row (TRL's own padding-free path takes no custom
     # collator, so it stays off).
-    data_collator = OpenTSLMDataCollator(processor, padding_free=training_args.padding_free)
+    emphasis = (
+        LossEmphasis(script_args.loss_emphasis, script_args.loss_emphasis_weight)
+        if script_args.loss_emphasis is not None
+        else None
+    )
+    data_collator = OpenTSLMDataCollator(processor, padding_free=training_args.padding_free, emphasis=emphasis)
     training_args.padding_free = False
     trainer = OpenTSLMTrainer(
         model=model,

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from tiny import tiny_processor
 
 from hub_datasets.schema import RECORD_FEATURES, make_record
-from recipes.collator import OpenTSLMDataCollator, encode_prompts, encode_with_answers, record_inputs
+from recipes.collator import (
+    LossEmphasis,
+    OpenTSLMDataCollator,
+    encode_prompts,
+    encode_with_answers,
+    record_inputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +107,46 @@ def test_record_without_answer_for_training(processor):
     )
     with pytest.raises(ValueError, match="no answer"):
         OpenTSLMDataCollator(processor)([record])
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_loss_emphasis_weighs_the_matched_answer_tokens(processor, padding_free):
+    emphasis = LossEmphasis(r"upward trend|Answer: \w+", 8.0)
+    answers = ["It follows a weak upward trend over the window.", "It moves a lot. Answer: walking"]
+    inputs = encode_with_answers(
+        processor,
+        ["<ts> caption", "<ts> activity"],
+        answers,
+        [[np.arange(9.0)], [np.arange(4.0)]],
+        padding_free=padding_free,
+        emphasis=emphasis,
+    )
+    plain = encode_with_answers(
+        processor,
+        ["<ts> caption", "<ts> activity"],
+        answers,
+        [[np.arange(9.0)], [np.arange(4.0)]],
+        padding_free=padding_free,
+    )
+    assert inputs["labels"].tolist() == plain["labels"].tolist() and "loss_weights" not in plain
+    weights, labels = inputs["loss_weights"], inputs["labels"]
+    assert weights.shape == labels.shape and weights.dtype == torch.float32
+    labelled = labels != -100
+    assert set(weights[labelled].tolist()) == {1.0, 8.0}
+    emphasised = labels[(weights == 8.0) & labelled].tolist()
+    assert processor.tokenizer.decode(emphasised).replace(" ", "") == "upwardtrendAnswer:walking"
+    if not padding_free:  # the prompt weighs nothing; packed rows mask each sample's first label instead
+        assert (weights[~labelled] == 0).all()
+
+
+def test_loss_emphasis_errors():
+    with pytest.raises(ValueError, match="not a regular expression"):
+        LossEmphasis("(unclosed", 2.0)
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        LossEmphasis("trend", 0.0)
+    assert LossEmphasis("trend", 3).token_weights("a trend here", [(0, 1), (1, 5), (5, 7), (7, 12)]) == [
+        1.0,
+        3.0,
+        3.0,
+        1.0,
+    ]

@@ -83,12 +83,21 @@ def test_a_batch_without_labels_is_an_error(processor):
 def test_recipe_trains_with_sample_weighting_however_the_step_is_split(tmp_path, assets):  # noqa: F811
     """Batch 4 in one micro-batch or in two of 2 (gradient accumulation): the same weights after training, a loss on
     the scale of the per-token loss (a mean over samples, not a sum divided by tokens), and other weights than
-    per-token weighting gives."""
+    per-token weighting or a loss emphasis give."""
     runs, losses = {}, {}
     for name, overrides in (
         ("whole", dict(loss_weighting="sample", per_device_train_batch_size=4)),
         ("accumulated", dict(loss_weighting="sample", per_device_train_batch_size=2, gradient_accumulation_steps=2)),
         ("token", dict(loss_weighting="token", per_device_train_batch_size=4)),
+        (
+            "emphasis",
+            dict(
+                loss_weighting="sample",
+                per_device_train_batch_size=4,
+                loss_emphasis="rises|falls",
+                loss_emphasis_weight=5.0,
+            ),
+        ),
     ):
         config = write_config(tmp_path / name, assets, **{**SHORT_RUN, "max_steps": 3, **overrides}, padding_free=True)
         run_script([sys.executable, "recipes/stage2.py", "--config", str(config)])
@@ -100,6 +109,8 @@ def test_recipe_trains_with_sample_weighting_however_the_step_is_split(tmp_path,
     assert losses["whole"] == pytest.approx(losses["accumulated"], rel=1e-4)
     assert 0.7 < losses["whole"] / losses["token"] < 1.4, losses
     assert max((runs["whole"][k] - runs["token"][k]).abs().max().item() for k in runs["token"]) > 1e-4
+    # weighing the word that tells rising from falling more trains other weights
+    assert max((runs["whole"][k] - runs["emphasis"][k]).abs().max().item() for k in runs["token"]) > 1e-4
 
 
 def test_weighted_loss_is_the_same_without_the_logit_free_path(processor, monkeypatch):
@@ -124,3 +135,42 @@ def test_label_weights_need_skip_logits(processor):
     inputs = encoded(processor)
     with pytest.raises(ValueError, match="label_weights needs skip_logits"):
         tiny_opentslm(processor)(**inputs, label_weights=torch.ones_like(inputs["labels"], dtype=torch.float))
+
+
+def test_loss_weights_weigh_tokens_within_each_sample(processor):
+    """`loss_weights` (`LossEmphasis`): within a sample, the loss is the weighted mean of its token losses; each sample
+    still counts once; all-ones weights change nothing; packed and padded agree."""
+    model = tiny_opentslm(processor).float()
+    inputs = encoded(processor, (1,))
+    labelled = inputs["labels"] != -100
+    labelled[..., 0] = False
+    positions = labelled[0].nonzero().flatten().tolist()
+    token_losses = []
+    for position in positions:  # each token's own loss: all the weight on it
+        one_hot = torch.zeros_like(inputs["labels"], dtype=torch.float)
+        one_hot[0, position] = 1.0
+        token_losses.append(sample_mean_loss(model, {**inputs, "loss_weights": one_hot})[0])
+    token_losses = torch.stack(token_losses)
+    torch.testing.assert_close(token_losses.mean(), sample_mean_loss(model, inputs)[0], atol=1e-5, rtol=1e-5)
+    weights = torch.ones(len(positions))
+    weights[-3:] = 6.0  # the last answer tokens and EOS
+    emphasis = torch.zeros_like(inputs["labels"], dtype=torch.float)
+    emphasis[0, positions] = weights
+    loss, _ = sample_mean_loss(model, {**inputs, "loss_weights": emphasis})
+    torch.testing.assert_close(loss, (weights * token_losses).sum() / weights.sum(), atol=1e-5, rtol=1e-5)
+
+    def with_weights(padding_free):
+        batch = encoded(processor, padding_free=padding_free)
+        weights = torch.where(batch["labels"] != -100, 1.0, 0.0)
+        weights[-1, -2:] = 4.0  # the last sample's final tokens: the end of the last row, padded or packed
+        return {**batch, "loss_weights": weights}
+
+    padded, packed = with_weights(False), with_weights(True)
+    ones = {**padded, "loss_weights": torch.where(padded["labels"] != -100, 1.0, 0.0)}
+    plain = sample_mean_loss(model, encoded(processor))[0]
+    torch.testing.assert_close(sample_mean_loss(model, ones)[0], plain, atol=1e-6, rtol=1e-6)
+    weighted = sample_mean_loss(model, padded)[0]
+    torch.testing.assert_close(sample_mean_loss(model, packed)[0], weighted, atol=1e-5, rtol=1e-5)
+    assert abs(weighted.item() - plain.item()) > 1e-4
+    with pytest.raises(ValueError, match="loss_weights has shape"):
+        sample_mean_loss(model, {**padded, "loss_weights": padded["loss_weights"][:, 1:]})

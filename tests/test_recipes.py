@@ -120,6 +120,14 @@ def test_bad_configs_give_clear_errors(tmp_path):
     args = parse([*base, "--dataset_streaming", "true", "--remove_unused_columns", "false"])
     with pytest.raises(ValueError, match="dataset_streaming is not supported"):
         validate_arguments(*args)
+    args = parse([*base, "--loss_emphasis", "trend", "--remove_unused_columns", "false"])
+    with pytest.raises(ValueError, match="loss_emphasis needs loss_weighting: sample"):
+        validate_arguments(*args)
+    emphasis = ["--loss_weighting", "sample", "--remove_unused_columns", "false", "--loss_emphasis"]
+    with pytest.raises(ValueError, match="not a regular expression"):
+        validate_arguments(*parse([*base, *emphasis, "(trend"]))
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        validate_arguments(*parse([*base, *emphasis, "trend", "--loss_emphasis_weight", "0"]))
     with pytest.raises(ValueError, match="remove_unused_columns must be false"):
         validate_arguments(*parse(base))
     bad_yaml = tmp_path / "bad.yaml"
