@@ -12,7 +12,7 @@ test split of `captions_bundled` (no training record shares an observation with 
   rotated from record to record) on the same windows, the answer being the window's own least-squares trend.
 
 A fifth, captions, synthetic, is the test split of `captions_synthetic`: series whose level, scale, cycles and
-direction vary independently (a third each rising, falling and flat), so it tells whether the model reads the trend
+direction vary independently (about a third each rising, falling and flat), so it tells whether the model reads the trend
 at all, apart from whether it carries over to real series.
 
 Each set is evaluated with `python -m recipes.run_eval` (greedy, fp32). The table gives, per set, the accuracy and

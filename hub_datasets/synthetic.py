@@ -777,9 +777,10 @@ CAPTION_MAX_LENGTH = 114  # the longest captions_bundled window
 
 
 def synthetic_caption_series(direction: str, length: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """A series meant to have the trend ``direction``: AR(1) noise, often a sinusoid (mostly whole cycles, sometimes a part of one)
-    and a straight line whose total change is 0.6–6 standard deviations of the rest (0 for ``"flat"``), at a random
-    level and scale. The caller checks the computed direction; a partial cycle can still look like a trend."""
+    """A series meant to have the trend ``direction``: AR(1) noise, often a sinusoid, and a straight line whose total
+    change is 0.6–6 standard deviations of the rest (0 for ``"flat"``), standardised, then at a random level (its
+    mean) and scale (its std), so the mean and std do not depend on the direction. The caller checks the computed
+    direction; a long cycle can still look like a trend."""
     if direction not in CAPTION_TRENDS:
         raise ValueError(f"direction={direction!r}; expected one of {CAPTION_TRENDS}.")
     phi = rng.uniform(0.0, 0.9)
@@ -791,7 +792,7 @@ def synthetic_caption_series(direction: str, length: int, rng: np.random.Generat
     x = noise / noise.std()
     params: dict[str, Any] = {"ar_phi": phi, "length": length}
     if rng.random() < 0.7:
-        # mostly whole cycles (at least 2.5 in the window), sometimes a part of a long one
+        # mostly at least 2.5 whole cycles in the window, sometimes 2/3 to 2 cycles of a long one
         period = rng.uniform(4.0, length / 2.5) if rng.random() < 0.75 else rng.uniform(length / 2, 1.5 * length)
         amplitude = rng.uniform(0.5, 4.0)
         x = x + amplitude * _sine(length, period, rng.uniform(0.0, 2 * math.pi))
@@ -799,6 +800,7 @@ def synthetic_caption_series(direction: str, length: int, rng: np.random.Generat
     sign = {"increasing": 1.0, "decreasing": -1.0, "flat": 0.0}[direction]
     change = sign * rng.uniform(0.6, 6.0) * x.std()
     x = x + change * np.linspace(0.0, 1.0, length)
+    x = (x - x.mean()) / x.std()  # the mean and std the prompt states are level and scale alone, whatever the trend
     scale = 10.0 ** rng.uniform(-1.0, 3.0)
     level = scale * rng.uniform(-2.0, 30.0)
     params |= {"total_change": change, "scale": scale, "level": level}

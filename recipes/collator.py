@@ -6,6 +6,7 @@ and evaluation need: reading a record, appending the answer, and labels that tak
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -57,8 +58,8 @@ class LossEmphasis:
             self.pattern = re.compile(pattern)
         except re.error as error:
             raise ValueError(f"loss emphasis pattern {pattern!r} is not a regular expression: {error}.") from None
-        if not weight > 0:
-            raise ValueError(f"loss emphasis weight must be > 0, got {weight}.")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ValueError(f"loss emphasis weight must be a finite number > 0, got {weight}.")
         self.weight = float(weight)
 
     def token_weights(self, answer: str, offsets: Sequence[tuple[int, int]]) -> list[float]:
@@ -197,6 +198,11 @@ class OpenTSLMDataCollator:
         self.max_length = max_length
         self.padding_free = padding_free
         self.emphasis = emphasis
+        if emphasis is not None and not getattr(processor.tokenizer, "is_fast", False):
+            raise ValueError(
+                "loss_emphasis needs a fast tokenizer (its character offsets place the weights on the answer's tokens); "
+                f"{type(processor.tokenizer).__name__} has none."
+            )
 
     def __call__(self, records: list[dict[str, Any]]) -> BatchFeature:
         prepared = [record_inputs(record, self.processor) for record in records]

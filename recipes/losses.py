@@ -71,7 +71,10 @@ def sample_mean_loss(
         if loss_weights.shape != labels.shape:
             raise ValueError(f"loss_weights has shape {tuple(loss_weights.shape)}; labels {tuple(labels.shape)}.")
         token_weights = loss_weights.to(device=labels.device, dtype=torch.float32)[labelled]
-    weight_per_sample = torch.bincount(sample_of_label, weights=token_weights).float()
+    # index_add_ rather than a weighted bincount, which CUDA refuses under torch.use_deterministic_algorithms
+    weight_per_sample = torch.zeros(int(sample_of_label.max()) + 1, device=labels.device).index_add_(
+        0, sample_of_label, token_weights
+    )
     if num_samples is None:
         num_samples = weight_per_sample.numel()
     weights = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)

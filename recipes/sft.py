@@ -470,6 +470,10 @@ def validate_arguments(
             raise ValueError(
                 "loss_emphasis needs loss_weighting: sample (each sample's token weights are normalised to sum to one)."
             )
+        if training_args.label_smoothing_factor > 0:
+            raise ValueError(
+                "loss_emphasis does not combine with label_smoothing_factor > 0 (the Trainer's own loss)."
+            )
         LossEmphasis(script_args.loss_emphasis, script_args.loss_emphasis_weight)  # a bad pattern or weight fails here
     if script_args.dataset_streaming:
         raise ValueError("dataset_streaming is not supported: the stages need split sizes for their schedules.")
@@ -598,6 +602,15 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
         if script_args.loss_emphasis is not None
         else None
     )
+    if emphasis is not None:
+        matched = sum(emphasis.pattern.search(answer) is not None for answer in train_dataset["answer"])
+        report = logger.info if matched else logger.warning
+        report(
+            "loss_emphasis %r matches %d of %d training answers.",
+            emphasis.pattern.pattern,
+            matched,
+            len(train_dataset),
+        )
     data_collator = OpenTSLMDataCollator(processor, padding_free=training_args.padding_free, emphasis=emphasis)
     training_args.padding_free = False
     trainer = OpenTSLMTrainer(

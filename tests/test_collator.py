@@ -142,8 +142,10 @@ def test_loss_emphasis_weighs_the_matched_answer_tokens(processor, padding_free)
 def test_loss_emphasis_errors():
     with pytest.raises(ValueError, match="not a regular expression"):
         LossEmphasis("(unclosed", 2.0)
-    with pytest.raises(ValueError, match="weight must be > 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number > 0"):
         LossEmphasis("trend", 0.0)
+    with pytest.raises(ValueError, match="weight must be a finite number > 0"):
+        LossEmphasis("trend", float("inf"))
     assert LossEmphasis("trend", 3).token_weights("a trend here", [(0, 1), (1, 5), (5, 7), (7, 12)]) == [
         1.0,
         3.0,

@@ -484,6 +484,11 @@ def test_synthetic_captions_are_recomputable_balanced_and_varied(built):
         measured = bundled.caption_features(x)
         assert row["answer"] == bundled.write_caption(measured)
         assert measured.trend.direction == info["trend_class"]
+        # the mean and std the prompt states are the drawn level and scale, whatever the direction
+        assert measured.mean == pytest.approx(
+            info["generator"]["level"], rel=1e-5, abs=1e-4 * info["generator"]["scale"]
+        )
+        assert x.std() == pytest.approx(info["generator"]["scale"], rel=1e-4)
         assert bundled.MIN_CAPTION_LENGTH <= x.size <= synthetic.CAPTION_MAX_LENGTH
         assert row["pre_prompt"] == built["captions_bundled"]["train"][0]["pre_prompt"]
         assert row["post_prompt"] == built["captions_bundled"]["train"][0]["post_prompt"]

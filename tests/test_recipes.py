@@ -126,7 +126,7 @@ def test_bad_configs_give_clear_errors(tmp_path):
     emphasis = ["--loss_weighting", "sample", "--remove_unused_columns", "false", "--loss_emphasis"]
     with pytest.raises(ValueError, match="not a regular expression"):
         validate_arguments(*parse([*base, *emphasis, "(trend"]))
-    with pytest.raises(ValueError, match="weight must be > 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number > 0"):
         validate_arguments(*parse([*base, *emphasis, "trend", "--loss_emphasis_weight", "0"]))
     with pytest.raises(ValueError, match="remove_unused_columns must be false"):
         validate_arguments(*parse(base))
