@@ -113,21 +113,9 @@ def test_record_without_answer_for_training(processor):
 def test_loss_emphasis_weighs_the_matched_answer_tokens(processor, padding_free):
     emphasis = LossEmphasis(r"upward trend|Answer: \w+", 8.0)
     answers = ["It follows a weak upward trend over the window.", "It moves a lot. Answer: walking"]
-    inputs = encode_with_answers(
-        processor,
-        ["<ts> caption", "<ts> activity"],
-        answers,
-        [[np.arange(9.0)], [np.arange(4.0)]],
-        padding_free=padding_free,
-        emphasis=emphasis,
-    )
-    plain = encode_with_answers(
-        processor,
-        ["<ts> caption", "<ts> activity"],
-        answers,
-        [[np.arange(9.0)], [np.arange(4.0)]],
-        padding_free=padding_free,
-    )
+    batch = (processor, ["<ts> caption", "<ts> activity"], answers, [[np.arange(9.0)], [np.arange(4.0)]])
+    inputs = encode_with_answers(*batch, padding_free=padding_free, emphasis=emphasis)
+    plain = encode_with_answers(*batch, padding_free=padding_free)
     assert inputs["labels"].tolist() == plain["labels"].tolist() and "loss_weights" not in plain
     weights, labels = inputs["loss_weights"], inputs["labels"]
     assert weights.shape == labels.shape and weights.dtype == torch.float32
