@@ -174,3 +174,23 @@ def test_loss_weights_weigh_tokens_within_each_sample(processor):
     assert abs(weighted.item() - plain.item()) > 1e-4
     with pytest.raises(ValueError, match="loss_weights has shape"):
         sample_mean_loss(model, {**padded, "loss_weights": padded["loss_weights"][:, 1:]})
+
+
+@pytest.mark.parametrize(("loss_weighting", "training"), [("sample", False), ("token", True), ("token", False)])
+def test_loss_weights_never_reach_the_trainers_own_loss(monkeypatch, loss_weighting, training):
+    """Evaluation (and per-token training) go through `Trainer.compute_loss`, which calls the model with every key of
+    the batch: the trainer drops `loss_weights` before, so evaluation losses stay unweighted."""
+    from types import SimpleNamespace
+
+    from transformers import Trainer
+
+    from recipes.sft import OpenTSLMTrainer
+
+    seen = []
+    monkeypatch.setattr(Trainer, "compute_loss", lambda self, model, inputs, *args, **kwargs: seen.append(inputs))
+    trainer = SimpleNamespace(loss_weighting=loss_weighting, label_smoother=None)
+    batch = {"input_ids": torch.ones(1, 3, dtype=torch.long), "labels": torch.ones(1, 3, dtype=torch.long)}
+    OpenTSLMTrainer.compute_loss(
+        trainer, SimpleNamespace(training=training), {**batch, "loss_weights": torch.ones(1, 3)}
+    )
+    assert len(seen) == 1 and "loss_weights" not in seen[0] and seen[0]["input_ids"] is batch["input_ids"]
