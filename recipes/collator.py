@@ -143,32 +143,26 @@ def encode_with_answers(
     prompts, input_ids, labels, weights = answer_sequences(
         processor, text, answers, time_series, time_series_text, max_length=max_length, emphasis=emphasis
     )
+    per_token = {"labels": (labels, IGNORE_INDEX, np.int64)}
+    if weights is not None:
+        per_token["loss_weights"] = (weights, 0.0, np.float32)
     if padding_free and len({len(ids) for ids in input_ids}) > 1:
         for target in labels:
             target[0] = IGNORE_INDEX
         data = {
             "input_ids": np.asarray([[token for ids in input_ids for token in ids]], dtype=np.int64),
-            "labels": np.asarray([[token for target in labels for token in target]], dtype=np.int64),
             "position_ids": np.asarray([[i for ids in input_ids for i in range(len(ids))]], dtype=np.int64),
         }
-        if weights is not None:
-            data["loss_weights"] = np.asarray([[w for row in weights for w in row]], dtype=np.float32)
+        for name, (rows, _, dtype) in per_token.items():
+            data[name] = np.asarray([[value for row in rows for value in row]], dtype=dtype)
     else:
         data = processor.pad_text(input_ids, padding_side=padding_side)
         longest = data["input_ids"].shape[1]
-        data["labels"] = np.full((len(labels), longest), IGNORE_INDEX, dtype=np.int64)
-        for row, target in enumerate(labels):
-            span = slice(longest - len(target), longest) if padding_side == "left" else slice(0, len(target))
-            data["labels"][row, span] = target
-        if weights is not None:
-            data["loss_weights"] = np.zeros((len(weights), longest), dtype=np.float32)
-            for row, row_weights in enumerate(weights):
-                span = (
-                    slice(longest - len(row_weights), longest)
-                    if padding_side == "left"
-                    else slice(0, len(row_weights))
-                )
-                data["loss_weights"][row, span] = row_weights
+        for name, (rows, fill, dtype) in per_token.items():
+            data[name] = np.full((len(rows), longest), fill, dtype=dtype)
+            for row, values in enumerate(rows):
+                span = slice(longest - len(values), longest) if padding_side == "left" else slice(0, len(values))
+                data[name][row, span] = values
     for name in ("time_series", "time_series_mask"):
         if name in prompts:
             data[name] = np.asarray(prompts[name], dtype=np.float32 if name == "time_series" else np.int64)

@@ -595,14 +595,9 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
                 early_stopping_threshold=script_args.early_stopping_threshold,
             )
         )
-    # padding_free: the collator packs each batch into one row (TRL's own padding-free path takes no custom
-    # collator, so it stays off).
-    emphasis = (
-        LossEmphasis(script_args.loss_emphasis, script_args.loss_emphasis_weight)
-        if script_args.loss_emphasis is not None
-        else None
-    )
-    if emphasis is not None:
+    emphasis = None
+    if script_args.loss_emphasis is not None:
+        emphasis = LossEmphasis(script_args.loss_emphasis, script_args.loss_emphasis_weight)
         matched = sum(emphasis.pattern.search(answer) is not None for answer in train_dataset["answer"])
         report = logger.info if matched else logger.warning
         report(
@@ -611,6 +606,8 @@ def main(script_args: OpenTSLMScriptArguments, training_args: SFTConfig, model_a
             matched,
             len(train_dataset),
         )
+    # padding_free: the collator packs each batch into one row (TRL's own padding-free path takes no custom
+    # collator, so it stays off).
     data_collator = OpenTSLMDataCollator(processor, padding_free=training_args.padding_free, emphasis=emphasis)
     training_args.padding_free = False
     trainer = OpenTSLMTrainer(
