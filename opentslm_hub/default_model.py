@@ -128,7 +128,7 @@ rhythm). Stage 2 replays 290 stage-1 questions, stage 3 replays 144 questions an
 alike in the loss (`loss_weighting: sample`; per token, a 166-token caption outweighs a 6-token answer 26 times); the
 held-out test splits below were never trained on. It is small and briefly trained: a demonstration model, not a tool.
 It answers a multiple-choice question by naming an option, then its letter (`downward trend (b)`; trained in that
-form, since letter-first answers stayed at chance): 70% of the 30 held-out test questions and 48% of 150 questions on
+form, since letter-first answers stayed at chance): 70% of the 30 held-out test questions and 52% of 150 questions on
 other generated series (three options, chance 33%), where it reads trend well and the other question types
 (volatility, noise, outliers, seasonality) little better than chance. Its captions follow the training template and
 state the level and whether the series is periodic well; trend direction, counts, ranges and extrema are often wrong.
