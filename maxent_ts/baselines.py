@@ -18,7 +18,14 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from .custom_generate.harness import PromptJob, SearchOutput, assemble_output, make_decoder, prepare_jobs
+from .custom_generate.harness import (
+    PromptJob,
+    SearchOutput,
+    assemble_output,
+    make_decoder,
+    prepare_jobs,
+    sample_tokens,
+)
 from .custom_generate.reward_protocol import RewardFn
 
 
@@ -51,7 +58,7 @@ def _sample_rows(job: PromptJob, count: int, generator: torch.Generator | None) 
         if generator is None:
             tokens = dists.argmax(-1).tolist()
         else:
-            tokens = torch.multinomial(dists.double().exp(), 1, generator=generator).view(-1).tolist()
+            tokens = sample_tokens(dists.double().exp(), generator).view(-1).tolist()
         keep = []
         for batch_row, (row, token) in enumerate(zip(active, tokens)):
             sequences[row].append(token)

@@ -150,6 +150,12 @@ def as_input_dict(inputs: Any, model_kwargs: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+def sample_tokens(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row of ``probs`` (one for a vector), drawn on the CPU with the search's seeded CPU generator: a
+    seed gives the same tokens whether the model runs on the CPU or a GPU."""
+    return torch.multinomial(probs.cpu(), 1, generator=generator)
+
+
 def make_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
     """Token ids -> text. Without a tokenizer the text is the ids joined by spaces (rewards may use token ids)."""
     if tokenizer is None:

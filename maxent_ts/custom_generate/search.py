@@ -43,6 +43,7 @@ from .harness import (
     make_decoder,
     merged_generation_config,
     prepare_jobs,
+    sample_tokens,
     split_generation_kwargs,
 )
 from .kv import KVSegment
@@ -219,7 +220,7 @@ class MaxEntTree:
         if masked is None:
             return None
         probs = torch.softmax(masked.double(), 0)
-        token = int(torch.multinomial(probs, 1, generator=self.generator))
+        token = int(sample_tokens(probs, self.generator))
         return self._new_child(node, token)
 
     def _refresh_exhausted(self, node: Node) -> None:
@@ -259,7 +260,7 @@ class MaxEntTree:
             if choice < len(candidates):
                 node = candidates[choice]
                 continue
-            token = int(torch.multinomial(torch.softmax(unexplored.double(), 0), 1, generator=self.generator))
+            token = int(sample_tokens(torch.softmax(unexplored.double(), 0), self.generator))
             if token in node.children:
                 return node.children[token]  # pending in this batch: roll it out once more
             return self._new_child(node, token)
@@ -313,7 +314,7 @@ class MaxEntTree:
                     self._give_segment(fed[rows[batch_row]], self.lm.segment(state, batch_row))
                 break
             dists = self.lm.step(state, torch.tensor([node.token for node in current]))
-            samples = torch.multinomial(dists.double().exp(), 1, generator=self.generator).view(-1).tolist()
+            samples = sample_tokens(dists.double().exp(), self.generator).view(-1).tolist()
             keep, next_current = [], []
             for batch_row, (node, token) in enumerate(zip(current, samples)):
                 self._store_dist(node, dists[batch_row])
