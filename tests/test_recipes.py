@@ -233,9 +233,15 @@ def write_config(folder: Path, assets, **overrides) -> Path:
     return path
 
 
-def run_script(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **(env_extra or {}))
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a stage script: this one, the checkout first on PYTHONPATH (what was there stays)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_script(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = script_env(**(env_extra or {}))
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
@@ -294,7 +300,7 @@ def test_entry_point_refuses_another_stages_config(tmp_path, assets):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=script_env(),
         timeout=300,
     )
     assert (
@@ -319,7 +325,7 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, assets):
 
     killed = write_config(tmp_path / "killed", assets, **common)
     out = tmp_path / "killed" / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = script_env()
     process = subprocess.Popen(
         [sys.executable, "recipes/stage2.py", "--config", str(killed)],
         cwd=ROOT,
