@@ -123,11 +123,12 @@ class OpenTSLMScriptArguments(ScriptArguments):
             "stage's own."
         },
     )
-    replay_fraction: float = field(
-        default=0.25,
+    replay_fraction: list[float] = field(
+        default_factory=lambda: [0.25],
         metadata={
-            "help": "Records replayed from each replay data set per training record of this stage, drawn without "
-            "replacement with data_seed; asking for more than a replay split holds is an error."
+            "help": "Records replayed per training record of this stage: one number for every replay data set, or one "
+            "per data set in replay_datasets' order. Drawn without replacement with data_seed; asking for more than a "
+            "replay split holds is an error."
         },
     )
     loss_weighting: str = field(
@@ -199,24 +200,38 @@ def parse_offline_name(dataset_name: str) -> tuple[str, dict[str, Any]]:
     return name, parameters
 
 
+def replay_fractions(script_args: OpenTSLMScriptArguments) -> list[float]:
+    """`replay_fraction` as one number per replay data set (a YAML scalar or a single value applies to all)."""
+    fractions = script_args.replay_fraction
+    fractions = [fractions] if isinstance(fractions, (int, float)) else list(fractions)
+    names = script_args.replay_datasets or []
+    if len(fractions) == 1:
+        return fractions * len(names)
+    if len(fractions) != len(names):
+        raise ValueError(
+            f"replay_fraction has {len(fractions)} values for {len(names)} replay_datasets; give one number for all "
+            "or one per data set."
+        )
+    return fractions
+
+
 def with_replay(
     train_dataset: Dataset, script_args: OpenTSLMScriptArguments, seed: int
 ) -> tuple[Dataset, dict[str, int]]:
-    """This stage's training records plus, from each of `replay_datasets`, `replay_fraction` × as many records of
+    """This stage's training records plus, from each of `replay_datasets`, its `replay_fraction` × as many records of
     its training split (a random draw without replacement), in one shuffled set; and how many came from each."""
     if not script_args.replay_datasets:
         return train_dataset, {}
     from datasets import concatenate_datasets
 
-    wanted = round(script_args.replay_fraction * len(train_dataset))
     parts, counts = [train_dataset], {}
-    for name in script_args.replay_datasets:
+    for name, fraction in zip(script_args.replay_datasets, replay_fractions(script_args)):
+        wanted = round(fraction * len(train_dataset))
         replay = select_split(load_records(name), script_args.dataset_train_split, None, name)
         if wanted > len(replay):
             raise ValueError(
-                f"replay_fraction={script_args.replay_fraction} asks for {wanted} records from "
-                f"{name}[{script_args.dataset_train_split}], which has {len(replay)}; lower replay_fraction or replay "
-                "a larger set."
+                f"replay_fraction={fraction} asks for {wanted} records from {name}[{script_args.dataset_train_split}], "
+                f"which has {len(replay)}; lower replay_fraction or replay a larger set."
             )
         replay = replay.shuffle(seed=seed).select(range(wanted))
         parts.append(replay.select_columns(list(train_dataset.features)).cast(train_dataset.features))
@@ -463,8 +478,10 @@ def validate_arguments(
             raise ValueError(f"{name} must be > 0, got {getattr(script_args, name)}.")
     if script_args.early_stopping_patience is not None and script_args.early_stopping_patience < 1:
         raise ValueError(f"early_stopping_patience must be >= 1 or null, got {script_args.early_stopping_patience}.")
-    if script_args.replay_datasets and not script_args.replay_fraction > 0:
-        raise ValueError(f"replay_fraction must be > 0 with replay_datasets, got {script_args.replay_fraction}.")
+    if script_args.replay_datasets:
+        fractions = replay_fractions(script_args)  # a count that matches neither 1 nor the data sets fails here
+        if not all(fraction > 0 for fraction in fractions):
+            raise ValueError(f"replay_fraction must be > 0 with replay_datasets, got {script_args.replay_fraction}.")
     if script_args.loss_emphasis is not None:
         if script_args.loss_weighting != "sample":
             raise ValueError(

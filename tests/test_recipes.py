@@ -130,6 +130,13 @@ def test_bad_configs_give_clear_errors(tmp_path):
         validate_arguments(*parse([*base, *emphasis, "trend", "--loss_emphasis_weight", "0"]))
     with pytest.raises(ValueError, match="remove_unused_columns must be false"):
         validate_arguments(*parse(base))
+    replay = ["--remove_unused_columns", "false", "--replay_datasets", "a", "b", "--replay_fraction"]
+    with pytest.raises(
+        ValueError, match="replay_fraction has 3 values for 2 replay_datasets; give one number for all"
+    ):
+        validate_arguments(*parse([*base, *replay, "0.5", "0.1", "0.1"]))
+    with pytest.raises(ValueError, match="replay_fraction must be > 0"):
+        validate_arguments(*parse([*base, *replay, "0.5", "0"]))
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("stage: stage1\nbf16: false\nlerning_rate_encoder: 1.0e-3\n")
     with pytest.raises(ValueError, match="lerning_rate_encoder"):
@@ -169,6 +176,9 @@ def test_offline_set_parameters_and_replay(tmp_path):
     arguments.replay_fraction = 3.0
     with pytest.raises(ValueError, match="asks for 60 records from .* which has \\d+; lower replay_fraction"):
         with_replay(captions, arguments, seed=0)
+    arguments.replay_fraction = [0.25, 0.1]  # one per data set, in order
+    mixed, counts = with_replay(captions, arguments, seed=0)
+    assert list(counts.values()) == [5, 2] and len(mixed) == 27
 
 
 def test_last_complete_checkpoint_skips_a_half_written_one(tmp_path):
