@@ -53,10 +53,23 @@ def default_source() -> str:
     return os.environ.get("OPENTSLM_MODEL", "")
 
 
+def serving_device() -> str:
+    """Where the demo runs its model: the GPU when PyTorch sees one (a GPU Space), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @functools.lru_cache(maxsize=1)
 def load_model(source: str = DEFAULT_SOURCE, revision: str | None = None) -> LoadedModel:
     """The one place that loads a model: ``"default"`` (see :func:`default_source`), a local folder or a Hub id
-    (at ``revision``). Keeps the last one only."""
+    (at ``revision``), on :func:`serving_device`. Keeps the last one only."""
+    loaded = _load(source, revision)
+    loaded.model.to(serving_device())
+    return loaded
+
+
+def _load(source: str, revision: str | None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
 
@@ -349,6 +362,7 @@ def build_demo(
                 raise ValueError("MaxEnt-TS needs a reward: pick Caption or Forecast (questions have no reward here).")
             loaded = active()
             inputs = make_inputs(loaded.processor, pre, post, series_texts(task, names), values)
+            inputs = inputs.to(loaded.model.device)
             context = getattr(getattr(loaded.model.config, "text_config", None), "max_position_embeddings", None)
             length = inputs["input_ids"].shape[1] + int(max_new_tokens)
             if context and length > context:

@@ -193,3 +193,23 @@ def test_stage_script_trains_on_the_gpu_with_the_default_models_settings(tmp_pat
     weights = load_file(str(out / "best" / "model.safetensors"))
     lora_b = [k for k in weights if "lora_B" in k]
     assert lora_b and max(weights[k].abs().max().item() for k in lora_b) > 0, "the adapters trained"
+
+
+def test_demo_serves_a_loaded_model_on_the_gpu(tmp_path):
+    import numpy as np
+
+    import app
+
+    model, processor = model_and_processor("sp", "llama")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    app.load_model.cache_clear()
+    try:
+        loaded = app.load_model(str(tmp_path), None)
+        assert loaded.model.device.type == "cuda"
+        values = np.sin(np.arange(40) / 3.0)[None, :]
+        inputs = app.make_inputs(loaded.processor, app.PRE_PROMPT, app.CAPTION_PROMPT, ["x"], values)
+        texts = list(app.stream_answer(loaded.model, loaded.processor, inputs.to(loaded.model.device), 6, False))
+        assert texts and isinstance(texts[-1], str)
+    finally:
+        app.load_model.cache_clear()
