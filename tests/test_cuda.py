@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from tiny import TINY_ENCODER, prompts, series_batch, tiny_opentslm, tiny_processor
+from tiny import prompts, series_batch, tiny_flamingo, tiny_opentslm, tiny_processor
 
 # cuBLAS needs this before its first call to run under torch.use_deterministic_algorithms (pytest imports every test
 # module before the first test runs).
@@ -16,17 +16,6 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-FLAMINGO = dict(
-    architecture="flamingo",
-    num_latents=4,
-    resampler_num_layers=2,
-    resampler_num_heads=2,
-    resampler_head_dim=8,
-    cross_attention_num_heads=2,
-    cross_attention_head_dim=8,
-    cross_attention_ff_mult=2,
-    cross_attention_every_n_layers=1,
-)
 ANSWERS = ["It rises.", "A flat line with noise", "(b) falls sharply after a peak"]
 
 
@@ -44,13 +33,7 @@ def model_and_processor(variant: str, family: str):
         processor = tiny_processor()
         return tiny_opentslm(processor, family), processor
     processor = tiny_processor(placeholders="per_series")
-    encoder = {**TINY_ENCODER, "num_hidden_layers": 0}
-    model = tiny_opentslm(processor, family, encoder_config=encoder, **FLAMINGO)
-    with torch.no_grad():  # fresh gates are 0 (the bare LLM); open them so the series matter
-        for block in model.cross_attention_layers:
-            block.attention_gate.fill_(0.8)
-            block.feed_forward_gate.fill_(0.5)
-    return model, processor
+    return tiny_flamingo(processor, family), processor
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])

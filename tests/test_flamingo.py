@@ -9,10 +9,10 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from remote_code import run_without_the_package
 from tiny import (
-    TINY_ENCODER,
     assert_batched_equals_unbatched,
     prompts,
     series_batch,
+    tiny_flamingo,
     tiny_opentslm,
     tiny_processor,
     tiny_text_config,
@@ -25,17 +25,6 @@ from modeling_opentslm.modeling_opentslm import OpenTSLMMediaCache, OpenTSLMMedi
 from recipes.collator import encode_with_answers
 
 FAMILIES = ["llama", "qwen2", "gemma3"]
-FLAMINGO = dict(
-    architecture="flamingo",
-    num_latents=4,
-    resampler_num_layers=2,
-    resampler_num_heads=2,
-    resampler_head_dim=8,
-    cross_attention_num_heads=2,
-    cross_attention_head_dim=8,
-    cross_attention_ff_mult=2,
-    cross_attention_every_n_layers=1,
-)
 
 
 def make_processor() -> OpenTSLMProcessor:
@@ -45,17 +34,6 @@ def make_processor() -> OpenTSLMProcessor:
 @pytest.fixture(scope="module")
 def processor():
     return make_processor()
-
-
-def make_model(family: str, processor, *, open_gates: bool = True, seed: int = 0, **overrides) -> OpenTSLMForCausalLM:
-    settings = {**FLAMINGO, **overrides}
-    model = tiny_opentslm(processor, family, seed, encoder_config={**TINY_ENCODER, "num_hidden_layers": 0}, **settings)
-    if open_gates:  # fresh gates are 0 (the bare LLM); open them so the series matter
-        with torch.no_grad():
-            for block in model.cross_attention_layers:
-                block.attention_gate.fill_(0.8)
-                block.feed_forward_gate.fill_(0.5)
-    return model
 
 
 def test_processor_writes_one_marker_per_series(processor):
@@ -69,7 +47,7 @@ def test_processor_writes_one_marker_per_series(processor):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_closed_gates_give_the_bare_llms_logits(family, processor):
-    model = make_model(family, processor, open_gates=False)
+    model = tiny_flamingo(processor, family, open_gates=False)
     bare = AutoModelForCausalLM.from_config(AutoConfig.for_model(**tiny_text_config(family, len(processor.tokenizer))))
     weights = {
         key.replace("model.language_model.", "model."): value
@@ -88,12 +66,12 @@ def test_closed_gates_give_the_bare_llms_logits(family, processor):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_equals_unbatched(family, processor):
-    assert_batched_equals_unbatched(make_model(family, processor), processor, atol=1e-5, rtol=1e-5)
+    assert_batched_equals_unbatched(tiny_flamingo(processor, family), processor, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_generation_equals_one_by_one_and_reuses_the_media(family, processor):
-    model = make_model(family, processor)
+    model = tiny_flamingo(processor, family)
     batch = series_batch()
     texts = prompts(processor, batch)
     inputs = processor(text=texts, time_series=batch)
@@ -126,7 +104,7 @@ def test_batched_generation_equals_one_by_one_and_reuses_the_media(family, proce
 
 
 def test_series_reach_only_the_text_after_their_marker(processor):
-    model = make_model("llama", processor)
+    model = tiny_flamingo(processor, "llama")
     text = "Before the series. <ts> between them <ts> after both."
     first, second = np.sin(np.arange(24) / 3), np.linspace(0, 1, 16)
     markers = processor(text=text, time_series=[first, second])["input_ids"][0] == processor.ts_token_id
@@ -163,14 +141,14 @@ def test_original_media_attention_mode_is_a_flag():
     assert blind[0, 0, :, 0].tolist() == [True, False, False, False, False]
     # The whole model runs in that mode too (all series of a sample resampled together).
     processor = make_processor()
-    model = make_model("llama", processor, media_attention="original")
+    model = tiny_flamingo(processor, "llama", media_attention="original")
     inputs = processor(text=prompts(processor, series_batch()), time_series=series_batch())
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
 
 
 def test_loss_only_on_answers_and_training_moves_the_gates(processor):
-    model = make_model("llama", processor, open_gates=False).train()
+    model = tiny_flamingo(processor, "llama", open_gates=False).train()
     model.set_trainable(encoder=True, projector=True, llm=False)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(
@@ -202,7 +180,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(architecture):
     inputs = encode_with_answers(processor, prompts(processor, batch), ["a", "b c", "d"], batch)
     results = []
     for checkpointing in (False, True):
-        model = (make_model("qwen2", processor) if flamingo else tiny_opentslm(processor, "qwen2")).train()
+        model = (tiny_flamingo(processor, "qwen2") if flamingo else tiny_opentslm(processor, "qwen2")).train()
         model.set_trainable(encoder=True, projector=True, llm=True)
         if checkpointing:
             model.gradient_checkpointing_enable()
@@ -219,7 +197,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(architecture):
 
 
 def test_trainable_parts_stay_fp32_under_a_bf16_llm(tmp_path, processor):
-    make_model("llama", processor).save_pretrained(tmp_path)
+    tiny_flamingo(processor, "llama").save_pretrained(tmp_path)
     model = OpenTSLMForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
     assert model.language_model.embed_tokens.weight.dtype == torch.bfloat16
     for part in (model.time_series_encoder, model.resampler, model.cross_attention_layers):
@@ -230,7 +208,7 @@ def test_trainable_parts_stay_fp32_under_a_bf16_llm(tmp_path, processor):
 
 
 def test_bad_inputs_give_clear_errors(processor):
-    model = make_model("llama", processor)
+    model = tiny_flamingo(processor, "llama")
     batch = series_batch()
     inputs = processor(text=prompts(processor, batch), time_series=batch)
     with pytest.raises(ValueError, match=r"\[3, 1, 2\] series markers per sample but the series give \[2, 1, 2\]"):
@@ -250,7 +228,7 @@ def test_bad_inputs_give_clear_errors(processor):
 
 
 def test_text_only_forward_and_generate(processor):
-    model = make_model("gemma3", processor)
+    model = tiny_flamingo(processor, "gemma3")
     inputs = processor(text=["just text", "more text here"])
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
@@ -283,7 +261,7 @@ def test_from_llm_builds_flamingo_around_a_saved_llm(tmp_path):
 
 
 def test_save_load_and_trust_remote_code_without_the_package(tmp_path, processor):
-    model = make_model("qwen2", processor)
+    model = tiny_flamingo(processor, "qwen2")
     folder = tmp_path / "opentslm-flamingo-tiny"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -303,7 +281,7 @@ def test_save_load_and_trust_remote_code_without_the_package(tmp_path, processor
 def test_maxent_ts_refuses_flamingo_clearly(processor):
     from maxent_ts import maxent_ts_generate
 
-    model = make_model("llama", processor)
+    model = tiny_flamingo(processor, "llama")
     inputs = processor(text=prompts(processor, series_batch()[:1]), time_series=series_batch()[:1])
     with pytest.raises(NotImplementedError, match="does not support OpenTSLM-Flamingo"):
         maxent_ts_generate(model, inputs, lambda texts, context: [0.0] * len(texts), max_new_tokens=2)

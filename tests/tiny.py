@@ -161,6 +161,34 @@ def tiny_opentslm(processor, family: str = "llama", seed: int = 0, **config_kwar
     return OpenTSLMForCausalLM(config).eval()
 
 
+TINY_FLAMINGO = dict(
+    architecture="flamingo",
+    num_latents=4,
+    resampler_num_layers=2,
+    resampler_num_heads=2,
+    resampler_head_dim=8,
+    cross_attention_num_heads=2,
+    cross_attention_head_dim=8,
+    cross_attention_ff_mult=2,
+    cross_attention_every_n_layers=1,
+)
+
+
+def tiny_flamingo(processor, family: str = "llama", seed: int = 0, *, open_gates: bool = True, **overrides):
+    """A random OpenTSLM-Flamingo (eval mode) on a tiny config of `family`, for a `placeholders="per_series"`
+    processor. Fresh gates are 0 (the bare LLM); `open_gates` opens them so the series matter."""
+    import torch
+
+    encoder = {**TINY_ENCODER, "num_hidden_layers": 0}
+    model = tiny_opentslm(processor, family, seed, encoder_config=encoder, **{**TINY_FLAMINGO, **overrides})
+    if open_gates:
+        with torch.no_grad():
+            for block in model.cross_attention_layers:
+                block.attention_gate.fill_(0.8)
+                block.feed_forward_gate.fill_(0.5)
+    return model
+
+
 def assert_batched_equals_unbatched(model, processor, *, atol: float, rtol: float) -> None:
     """Each sample of `series_batch()` gives the same logits alone as in the left-padded batch."""
     import torch
