@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from fake_hub import FakeHub
-from test_flamingo import make_model as make_flamingo
 from test_flamingo import make_processor as make_flamingo_processor
 from test_modeling import POST, PRE
 from test_modeling import make_model as make_sp
 from test_modeling import make_processor as make_sp_processor
+from tiny import tiny_flamingo
 
 from opentslm_hub.publish import COMPATIBILITY_CARD_SECTION, lineage, render_card
 
@@ -121,7 +121,7 @@ def test_publish_round_trip(tmp_path):
     metrics = {"test": {"test_loss": 1.25, "test_perplexity": 3.49}, "test_generation": {"accuracy": 0.75}}
     stage3 = save(sp, sp_processor, tmp_path / "run", "stage3", str(stage1), metrics)
     fl_processor = make_flamingo_processor()
-    flamingo = make_flamingo("llama", fl_processor)
+    flamingo = tiny_flamingo(fl_processor, "llama")
     stage2 = save(flamingo, fl_processor, tmp_path / "flamingo", "stage2", None, {"test": {"test_loss": 2.0}})
 
     card = render_card(stage3, "me/sp-stage3")
