@@ -118,24 +118,28 @@ model, processor = load()
 ```
 
 Reproduce it: `python -m opentslm_hub.default_model train` (stages 1-3 of `recipes/configs/smollm2-135m-default`,
-300 + 145 + 240 steps, bf16 where the CPU computes it natively; about two hours on 2 CPU cores with avx512_bf16), then
-`python -m opentslm_hub.default_model export outputs/smollm2-135m-default/stage3/best` and `python -m
+300 + 218 + 300 steps, bf16 where the CPU computes it natively; one hour on 2 CPU cores with AMX), then `python -m
+opentslm_hub.default_model export outputs/smollm2-135m-default/stage3/best` and `python -m
 opentslm_hub.default_model evaluate`. Its data: the offline sets `tsqa_synthetic` (synthetic series, multiple-choice
 questions; 3,000 generated with seed 7, other series than the held-out test split's), `captions_bundled` (windows of
-real series shipped by PyPI packages, captions written from their computed features) and `har_cot_bundled` (the 32
-BasicMotions training recordings and 8 shorter windows of each, with rationales written from the axis spreads and the
-rhythm). Stage 2 replays 290 stage-1 questions, stage 3 replays 144 questions and 144 captions, and every record weighs
-alike in the loss (`loss_weighting: sample`; per token, a 166-token caption outweighs a 6-token answer 26 times); the
-held-out test splits below were never trained on. It is small and briefly trained: a demonstration model, not a tool.
+real series shipped by PyPI packages, captions written from their computed features), `captions_synthetic` (generated
+series whose level, scale, cycles and direction vary independently, captioned the same way) and `har_cot_bundled`
+(the 32 BasicMotions training recordings and 8 shorter windows of each, with rationales written from the axis spreads
+and the rhythm). Stage 2 keeps stage 1's encoder frozen and replays 290 stage-1 questions and 290 generated-series
+captions; stage 3 replays 144 questions, 144 captions and 144 generated-series captions. Every record weighs alike in
+the loss (`loss_weighting: sample`; per token, a 166-token caption outweighs a 6-token answer 26 times), and the
+caption sentences that state the trend and the periodicity weigh more (`loss_emphasis`); the held-out test splits
+below were never trained on. It is small and briefly trained: a demonstration model, not a tool.
 It answers a multiple-choice question by naming an option, then its letter (`downward trend (b)`; trained in that
-form, since letter-first answers stayed at chance): 70% of the 30 held-out test questions and 52% of 150 questions on
-other generated series (three options, chance 33%), where it reads trend well and the other question types
+form, since letter-first answers stayed at chance): 70% of the 30 held-out test questions and 57% of 150 questions on
+other generated series (three options, chance 33%), where it reads trend well (36 of 36) and the other question types
 (volatility, noise, outliers, seasonality) little better than chance. Its captions follow the training template and
-state the level and whether the series is periodic well; trend direction, counts, ranges and extrema are often wrong.
-Asked for an activity, it writes a rationale that copies the three axis spreads from the prompt, names the intensity
-the largest indicates and ends in `Answer: <label>` (every one of the 40 held-out recordings parses): 88% right (chance
-25%); the misses are 4 running recordings it calls vigorous (badminton's word) and one standing recording it calls
-light (walking's).
+state the level, the trend direction and whether the series is periodic well, and the trend follows the series: with
+the held-out windows reversed in time, 80% of the captions state the new direction. Counts, ranges and extrema are
+often wrong. Asked for an activity, it writes a rationale that copies the three axis spreads from the prompt, names
+the intensity the largest indicates and ends in `Answer: <label>` (every one of the 40 held-out recordings parses):
+88% right (chance 25%): every running, standing and walking recording and 5 of 10 badminton recordings, whose
+vigorous movement it calls light (3, answered walking) or very vigorous (2, answered running).
 
 """
 EVALUATION_MARK = "<!-- held-out evaluation -->"
